@@ -1,0 +1,79 @@
+# Front door of the bundle. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+# Every folder under model_archives/ is a served model: its name is the .mar, the URL and
+# the Locust user class.
+MODELS ?= $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard model_archives/*/archive.yaml)))))
+TRAIN_ARGS ?=
+PYTEST_ARGS ?=
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
+        bench lint clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## Create .venv and install the pinned requirements
+
+$(VENV)/.installed: requirements/serve.txt requirements/train.txt requirements/dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	@touch $@
+
+java: ## Check for Java 17+ and install it with apt if missing
+	@scripts/ensure_java.sh
+
+data: data/.prepared ## Get the datasets (links from $$DATA_MIRROR when set, else downloads)
+
+data/.prepared: | $(VENV)/.installed
+	$(PY) -m train.prepare_data
+	@touch $@
+
+# Train any model whose artifact is missing; `make train` then exports TorchScript + meta.
+artifacts/%/model.pt: | $(VENV)/.installed
+	$(PY) -m train experiment=$* $(TRAIN_ARGS)
+
+train: $(MODELS:%=artifacts/%/model.pt) ## Train every model whose artifact is missing
+
+model_store/%.mar: artifacts/%/model.pt model_archives/%/model-config.yaml \
+                   model_archives/%/archive.yaml $(wildcard handlers/*.py)
+	$(PY) scripts/build_mar.py $*
+
+archive: $(MODELS:%=model_store/%.mar) ## Build the .mar files into model_store/
+
+examples: $(MODELS:%=examples/%.json) ## Write a real example request per model (from the data)
+
+$(MODELS:%=examples/%.json) &: | data/.prepared
+	$(PY) -m train.examples
+
+serve: venv java data archive examples ## Set up everything and start TorchServe with all models
+	$(PY) scripts/tsctl.py start
+
+stop: ## Stop TorchServe
+	-@$(BIN)/torchserve --stop
+
+test: venv java ## Run the whole test suite (unit, then e2e against the real torchserve)
+	$(PY) -m pytest --cov=handlers --cov=train --cov=scripts --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+
+test-unit: venv ## Unit tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-e2e: venv java ## End-to-end tests only
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+bench: venv java archive ## In-process vs served latency; writes benchmarks/results/
+	$(PY) -m benchmarks.latency
+
+lint: venv ## ruff lint and format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean: ## Remove built archives and examples (keeps data and trained artifacts)
+	rm -rf model_store examples

@@ -1,0 +1,95 @@
+"""TorchServe handler for graph classification (mutag_gcn).
+
+Request (application/json), nodes as one-hot features or atom symbols:
+    {"x": [[1, 0, 0, 0, 0, 0, 0], ...]}            one-hot rows over the atom table, or
+    {"atoms": ["C", "C", "N", ...]}                symbols from meta.json's atom_labels
+    plus "edge_index": [[src, ...], [dst, ...]]    each bond listed in both directions, and
+    optional "edge_labels": ["aromatic", ...] or [0, ...], one per edge (validated; the
+    served GCN does not use them, see meta.json's uses_edge_labels)
+Response:
+    {"label": "mutagenic", "probabilities": {"non-mutagenic": 0.1, "mutagenic": 0.9}}
+"""
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import Batch, Data
+
+from graph_request import dense_features, edge_index_tensor, probabilities
+from json_batch_handler import JsonBatchHandler, RequestError
+
+
+class GraphClassifierHandler(JsonBatchHandler):
+    """Classifies one molecule graph per request; a batch runs as one PyG Batch."""
+
+    defaults = {**JsonBatchHandler.defaults, "max_nodes": 500, "max_edges": 2000}
+
+    def parse(self, payload: dict[str, Any]) -> Data:
+        """Builds a PyG Data with one-hot x and edge_index from `x` or `atoms`."""
+        atom_table = self.meta["atom_labels"]
+        max_nodes = self.config["max_nodes"]
+        if "x" in payload and "atoms" in payload:
+            raise RequestError("x", "send either one-hot `x` or `atoms`, not both")
+        if "x" in payload:
+            x = dense_features(payload["x"], len(atom_table), max_nodes)
+            if not bool(((x == 0) | (x == 1)).all() and (x.sum(-1) == 1).all()):
+                row = int(((x.sum(-1) != 1) | ((x != 0) & (x != 1)).any(-1)).nonzero()[0])
+                raise RequestError("x", f"x[{row}] is not one-hot over {len(atom_table)} atoms")
+        elif "atoms" in payload:
+            x = self._one_hot_atoms(payload["atoms"], atom_table, max_nodes)
+        else:
+            raise RequestError("x", "missing: send one-hot `x` or `atoms` symbols")
+        edge_index = edge_index_tensor(
+            payload.get("edge_index"), x.size(0), self.config["max_edges"]
+        )
+        if payload.get("edge_labels") is not None:
+            self._check_edge_labels(payload["edge_labels"], edge_index.size(1))
+        return Data(x=x, edge_index=edge_index)
+
+    @staticmethod
+    def _one_hot_atoms(atoms: Any, table: list[str], max_nodes: int) -> torch.Tensor:
+        if not isinstance(atoms, list):
+            raise RequestError("atoms", "must be a list of atom symbols")
+        if not atoms:
+            raise RequestError("atoms", "the graph is empty: at least one atom is required")
+        if len(atoms) > max_nodes:
+            raise RequestError("atoms", f"{len(atoms)} nodes exceeds the limit of {max_nodes}", 413)
+        index = {s: i for i, s in enumerate(table)}
+        ids = []
+        for j, a in enumerate(atoms):
+            if a not in index:
+                raise RequestError(
+                    "atoms", f"atoms[{j}] = {a!r} is not a MUTAG atom; known: {', '.join(table)}"
+                )
+            ids.append(index[a])
+        return F.one_hot(torch.tensor(ids), len(table)).float()
+
+    def _check_edge_labels(self, labels: Any, num_edges: int) -> None:
+        table = self.meta["edge_labels"]
+        if not isinstance(labels, list) or len(labels) != num_edges:
+            raise RequestError(
+                "edge_labels", f"must be a list with one label per edge ({num_edges})"
+            )
+        for j, lab in enumerate(labels):
+            ok = (
+                lab in table
+                if isinstance(lab, str)
+                else (isinstance(lab, int) and not isinstance(lab, bool) and 0 <= lab < len(table))
+            )
+            if not ok:
+                raise RequestError(
+                    "edge_labels",
+                    f"edge_labels[{j}] = {lab!r} is not one of {table} or 0..{len(table) - 1}",
+                )
+
+    def forward(self, items: list[Data]) -> list[dict[str, Any]]:
+        """One forward pass over a Batch of all request graphs; one result per graph."""
+        batch = Batch.from_data_list(items)
+        logits = self.model(batch.x, batch.edge_index, batch.batch)  # (B, C)
+        probs = torch.softmax(logits, dim=-1)
+        labels = self.meta["labels"]
+        return [
+            {"label": labels[int(p.argmax())], "probabilities": probabilities(p, labels)}
+            for p in probs
+        ]

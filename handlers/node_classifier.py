@@ -1,0 +1,74 @@
+"""TorchServe handler for node classification (cora_gcn, cora_gat).
+
+Request (application/json), features dense or sparse:
+    {"x": [[0, 1, ...], ...]}                      N rows of feature_dim numbers, or
+    {"x_sparse": [[12, 507], [3], ...],           non-zero feature indices per node
+     "x_values": [[1.0, 1.0], [1.0], ...]}         optional values (default 1.0)
+    plus "edge_index": [[src, ...], [dst, ...]]    and optional "nodes": [ids to return]
+Response:
+    {"predictions": [{"node": 0, "label": "Neural_Networks",
+                      "probabilities": {"Theory": 0.01, ...}}, ...]}
+"""
+
+from typing import Any
+
+import torch
+from torch_geometric.data import Batch, Data
+
+from graph_request import (
+    dense_features,
+    edge_index_tensor,
+    node_ids,
+    normalize_features,
+    probabilities,
+    sparse_features,
+)
+from json_batch_handler import JsonBatchHandler, RequestError
+
+
+class NodeClassifierHandler(JsonBatchHandler):
+    """Classifies the nodes of each request's graph; a batch runs as one disjoint-union graph."""
+
+    defaults = {**JsonBatchHandler.defaults, "max_nodes": 20000, "max_edges": 200000}
+
+    def parse(self, payload: dict[str, Any]) -> tuple[Data, Any]:
+        """Builds a PyG Data (normalised x, edge_index) and the node ids to return."""
+        dim, max_nodes = self.meta["feature_dim"], self.config["max_nodes"]
+        if "x" in payload and "x_sparse" in payload:
+            raise RequestError("x", "send either dense `x` or sparse `x_sparse`, not both")
+        if "x" in payload:
+            x = dense_features(payload["x"], dim, max_nodes)
+        elif "x_sparse" in payload:
+            x = sparse_features(payload["x_sparse"], payload.get("x_values"), dim, max_nodes)
+        else:
+            raise RequestError("x", "missing: send dense `x` or sparse `x_sparse` node features")
+        edge_index = edge_index_tensor(
+            payload.get("edge_index"), x.size(0), self.config["max_edges"]
+        )
+        nodes = node_ids(payload.get("nodes"), x.size(0))
+        x = normalize_features(x, self.meta["normalize"])
+        return Data(x=x, edge_index=edge_index), nodes
+
+    def forward(self, items: list[tuple[Data, Any]]) -> list[dict[str, Any]]:
+        """One forward pass over the union of all graphs, then split back per request."""
+        batch = Batch.from_data_list([data for data, _ in items])
+        probs = torch.softmax(self.model(batch.x, batch.edge_index), dim=-1)  # (sum N, C)
+        labels = self.meta["labels"]
+        results = []
+        for i, (_, nodes) in enumerate(items):
+            start, end = int(batch.ptr[i]), int(batch.ptr[i + 1])
+            ids = nodes.tolist() if nodes is not None else list(range(end - start))
+            p = probs[start:end]
+            results.append(
+                {
+                    "predictions": [
+                        {
+                            "node": n,
+                            "label": labels[int(p[n].argmax())],
+                            "probabilities": probabilities(p[n], labels),
+                        }
+                        for n in ids
+                    ]
+                }
+            )
+        return results

@@ -1,0 +1,57 @@
+"""Fixtures shared by both tiers: the data mirror, the data root, and tiny training runs."""
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+
+def mirror() -> str | None:
+    """DATA_MIRROR as CI sets it (../shared/data), resolved against the repo root."""
+    value = os.environ.get("DATA_MIRROR")
+    if not value:
+        return None
+    path = Path(value)
+    return str(path if path.is_absolute() else (ROOT / path).resolve())
+
+
+@pytest.fixture(scope="session")
+def data_root() -> str:
+    """The project's data directory (links into the mirror; PyG's processed files live here)."""
+    return str(ROOT / "data")
+
+
+def tiny_cfg(experiment: str, artifacts: Path, *overrides: str):
+    """Composes the experiment's real config with the tiny trainer and no logger."""
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                f"experiment={experiment}",
+                "trainer=tiny",
+                "logger=none",
+                f"paths.artifacts={artifacts}/{experiment}",
+                f"paths.data={ROOT / 'data'}",
+                *overrides,
+            ],
+        )
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory) -> Path:
+    """Trains every graph model for a few epochs and exports it; returns the artifacts root."""
+    from hydra.utils import get_method
+
+    root = tmp_path_factory.mktemp("artifacts")
+    for experiment, extra in [
+        ("cora_gcn", ["trainer.max_epochs=5"]),
+        ("cora_gat", ["trainer.max_epochs=5"]),
+        ("mutag_gcn", ["trainer.max_epochs=3", "data.cv_runs=2"]),
+    ]:
+        cfg = tiny_cfg(experiment, root, *extra)
+        get_method(cfg.runner)(cfg)
+    return root

@@ -1,0 +1,1 @@
+"""Training, evaluation and export. Never imported by handlers/."""
