@@ -49,9 +49,9 @@ model_store/%.mar: artifacts/%/model.pt model_archives/%/model-config.yaml \
 
 archive: $(MODELS:%=model_store/%.mar) ## Build the .mar files into model_store/
 
-examples: $(MODELS:%=examples/%.json) ## Write a real example request per model (from the data)
+examples: examples/index.json ## Write a real example request per model (from the data)
 
-$(MODELS:%=examples/%.json) &: | data/.prepared
+examples/index.json: $(wildcard model_archives/*/archive.yaml) | data/.prepared
 	$(PY) -m train.examples
 
 serve: venv java data archive examples ## Set up everything and start TorchServe with all models

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from graph_request import dense_features, edge_index_tensor, probabilities
@@ -83,11 +84,14 @@ class GraphClassifierHandler(JsonBatchHandler):
                     f"edge_labels[{j}] = {lab!r} is not one of {table} or 0..{len(table) - 1}",
                 )
 
-    def forward(self, items: list[Data]) -> list[dict[str, Any]]:
-        """One forward pass over a Batch of all request graphs; one result per graph."""
+    def collate(self, items: list[Data]) -> tuple[Tensor, Tensor, Tensor]:
+        """All molecules as one PyG Batch: x, edge_index and the node-to-graph vector."""
         batch = Batch.from_data_list(items)
-        logits = self.model(batch.x, batch.edge_index, batch.batch)  # (B, C)
-        probs = torch.softmax(logits, dim=-1)
+        return batch.x, batch.edge_index, batch.batch
+
+    def respond(self, logits: Tensor, items: list[Data]) -> list[dict[str, Any]]:
+        """Softmax over classes, one result per molecule."""
+        probs = torch.softmax(logits, dim=-1)  # (B, C)
         labels = self.meta["labels"]
         return [
             {"label": labels[int(p.argmax())], "probabilities": probabilities(p, labels)}

@@ -34,8 +34,13 @@ class RequestError(Exception):
 class JsonBatchHandler(BaseHandler):
     """Parses each request of a batch to a model input, runs one forward, answers each in order.
 
-    Subclasses implement `parse(payload) -> item` (raise RequestError on bad input),
-    `forward(items) -> outputs` (one output per item) and may override `defaults`.
+    Subclasses implement three hooks and may override `defaults` (the model-config `handler:`
+    section overrides those):
+    - `parse(payload) -> item`: one request's JSON to a model-ready item; raise RequestError.
+      Handlers for non-JSON bodies override `parse_request(row, idx)` instead.
+    - `collate(items) -> tuple of tensors`: the scripted model's positional inputs for all
+      items at once. `make bench` times `self.model(*collate(items))` as the in-process figure.
+    - `respond(outputs, items) -> list`: one JSON-able result per item, in order.
     """
 
     defaults: dict[str, Any] = {"max_body_bytes": 8 * 1024 * 1024}
@@ -50,13 +55,30 @@ class JsonBatchHandler(BaseHandler):
         self.config = {**self.defaults, **(yaml_cfg.get("handler") or {})}
         self.initialized = True
 
+    def header(self, idx: int, name: str) -> str | None:
+        """A request header by case-insensitive name."""
+        processors = getattr(self.context, "request_processor", None) or []
+        if idx < len(processors) and processors[idx] is not None:
+            for key, value in (processors[idx].get_request_properties() or {}).items():
+                if key.lower() == name.lower():
+                    return value.decode() if isinstance(value, bytes) else str(value)
+        return None
+
+    def content_type(self, idx: int) -> str:
+        """The request's media type without parameters, lower-case ('' when absent)."""
+        return (self.header(idx, "Content-Type") or "").split(";")[0].strip().lower()
+
+    @staticmethod
+    def body(row: dict) -> Any:
+        """The request body as TorchServe passes it: bytes, str, or already-parsed JSON."""
+        return row.get("data") if row.get("data") is not None else row.get("body")
+
     def read_payload(self, row: dict, idx: int) -> dict[str, Any]:
         """Returns the request's JSON object or raises RequestError (Content-Type, size, syntax)."""
-        headers = {k.lower(): v for k, v in self._headers(idx).items()}
-        ctype = str(headers.get("content-type", "")).split(";")[0].strip().lower()
+        ctype = self.content_type(idx)
         if ctype and ctype != "application/json":
             raise RequestError("Content-Type", f"expected application/json, got {ctype}")
-        body = row.get("data") if row.get("data") is not None else row.get("body")
+        body = self.body(row)
         if isinstance(body, (bytes, bytearray)):
             if len(body) > self.config["max_body_bytes"]:
                 raise RequestError(
@@ -83,19 +105,25 @@ class JsonBatchHandler(BaseHandler):
             raise RequestError("body", f"expected a JSON object, got {type(body).__name__}")
         return body
 
-    def _headers(self, idx: int) -> dict[str, str]:
-        processors = getattr(self.context, "request_processor", None) or []
-        if idx < len(processors) and processors[idx] is not None:
-            return dict(processors[idx].get_request_properties() or {})
-        return {}
+    def parse_request(self, row: dict, idx: int) -> Any:
+        """One request to a model-ready item; JSON handlers only implement `parse`."""
+        return self.parse(self.read_payload(row, idx))
 
     def parse(self, payload: dict[str, Any]) -> Any:
-        """Validates one request's JSON and returns the model input for it."""
+        """Validates one request's JSON and returns the model-ready item for it."""
+        raise NotImplementedError
+
+    def collate(self, items: list[Any]) -> tuple[Any, ...]:
+        """The scripted model's positional inputs for all items: one forward for the batch."""
+        raise NotImplementedError
+
+    def respond(self, outputs: Any, items: list[Any]) -> list[Any]:
+        """Splits the model output back into one JSON-able result per item."""
         raise NotImplementedError
 
     def forward(self, items: list[Any]) -> list[Any]:
-        """Runs the model once over all parsed items; returns one JSON-able result per item."""
-        raise NotImplementedError
+        """collate -> one model call -> respond."""
+        return self.respond(self.model(*self.collate(items)), items)
 
     def preprocess(self, data: list[dict]) -> dict[str, Any]:
         """Parses every request; keeps the good ones and the error of each bad one."""
@@ -103,7 +131,7 @@ class JsonBatchHandler(BaseHandler):
         errors: dict[int, RequestError] = {}
         for idx, row in enumerate(data):
             try:
-                good.append((idx, self.parse(self.read_payload(row, idx))))
+                good.append((idx, self.parse_request(row, idx)))
             except RequestError as e:
                 errors[idx] = e
         return {"size": len(data), "good": good, "errors": errors}

@@ -13,6 +13,7 @@ Response:
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from graph_request import (
@@ -49,16 +50,20 @@ class NodeClassifierHandler(JsonBatchHandler):
         x = normalize_features(x, self.meta["normalize"])
         return Data(x=x, edge_index=edge_index), nodes
 
-    def forward(self, items: list[tuple[Data, Any]]) -> list[dict[str, Any]]:
-        """One forward pass over the union of all graphs, then split back per request."""
+    def collate(self, items: list[tuple[Data, Any]]) -> tuple[Tensor, Tensor]:
+        """All request graphs as one disjoint union: (sum N, F) features and (2, sum E) edges."""
         batch = Batch.from_data_list([data for data, _ in items])
-        probs = torch.softmax(self.model(batch.x, batch.edge_index), dim=-1)  # (sum N, C)
+        return batch.x, batch.edge_index
+
+    def respond(self, logits: Tensor, items: list[tuple[Data, Any]]) -> list[dict[str, Any]]:
+        """Softmax per node, split back per request by node counts."""
+        probs = torch.softmax(logits, dim=-1)  # (sum N, C)
         labels = self.meta["labels"]
-        results = []
-        for i, (_, nodes) in enumerate(items):
-            start, end = int(batch.ptr[i]), int(batch.ptr[i + 1])
-            ids = nodes.tolist() if nodes is not None else list(range(end - start))
-            p = probs[start:end]
+        results, start = [], 0
+        for data, nodes in items:
+            p = probs[start : start + data.num_nodes]
+            start += data.num_nodes
+            ids = nodes.tolist() if nodes is not None else list(range(data.num_nodes))
             results.append(
                 {
                     "predictions": [

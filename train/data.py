@@ -3,7 +3,7 @@
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from torch_geometric.datasets import Planetoid, TUDataset
 from torch_geometric.transforms import NormalizeFeatures
@@ -50,6 +50,16 @@ def load_planetoid(
     return Planetoid(
         root, name, split="public", transform=NormalizeFeatures() if normalize else None
     )
+
+
+def prepare_planetoid(data_cfg: Any) -> str:
+    """`prepare` hook of configs/data/cora.yaml: links/downloads and processes; returns a summary."""
+    return f"{data_cfg.name}: {load_planetoid(data_cfg.name, data_cfg.root, data_cfg.mirror)[0]}"
+
+
+def prepare_tu(data_cfg: Any) -> str:
+    """`prepare` hook of configs/data/mutag.yaml."""
+    return f"{data_cfg.name}: {len(load_tu(data_cfg.name, data_cfg.root, data_cfg.mirror))} graphs"
 
 
 def load_tu(name: str, root: str, mirror: Optional[str] = None) -> TUDataset:

@@ -1,18 +1,21 @@
 """Real example requests built from the data directory (never committed; `make examples`).
 
-Usage: python -m train.examples [--out examples] [--root data]
+Usage: python -m train.examples [--out examples]
 """
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_method
 from torch_geometric.utils import k_hop_subgraph
 
 from train.data import load_planetoid, load_tu
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MUTAG_ATOMS = ["C", "N", "O", "F", "I", "Cl", "Br"]
 MUTAG_BONDS = ["aromatic", "single", "double", "triple"]
@@ -48,32 +51,45 @@ def mutag_request(graph: Any, as_atoms: bool = True) -> dict[str, Any]:
     return request
 
 
-def write_examples(out: Path, root: str, mirror: str | None) -> list[Path]:
-    """Writes one real request per graph model to out/<model>.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    cora = load_planetoid("Cora", root, mirror, normalize=False)[0]
+def cora_example(data_cfg: Any) -> tuple[str, str, bytes]:
+    """`example` hook for cora_gcn/cora_gat: the 2-hop neighbourhood of the first test node."""
+    cora = load_planetoid(data_cfg.name, data_cfg.root, data_cfg.mirror, normalize=False)[0]
     center = int(cora.test_mask.nonzero()[0])
-    mutag = load_tu("MUTAG", root, mirror)
-    written = []
-    for name, request in [
-        ("cora_gcn", cora_request(cora, center)),
-        ("cora_gat", cora_request(cora, center)),
-        ("mutag_gcn", mutag_request(mutag[0])),
-    ]:
-        path = out / f"{name}.json"
-        path.write_text(json.dumps(request) + "\n")
-        written.append(path)
-    return written
+    return ".json", "application/json", json.dumps(cora_request(cora, center)).encode()
+
+
+def mutag_example(data_cfg: Any) -> tuple[str, str, bytes]:
+    """`example` hook for mutag_gcn: the first MUTAG molecule, as atom symbols."""
+    mutag = load_tu(data_cfg.name, data_cfg.root, data_cfg.mirror)
+    return ".json", "application/json", json.dumps(mutag_request(mutag[0])).encode()
+
+
+def write_examples(out: Path) -> dict[str, dict[str, str]]:
+    """Writes one real request per served model to out/<name><suffix> and out/index.json.
+
+    Each model_archives/<name>/archive.yaml names its `example` hook, which gets the data config
+    and returns (suffix, content type, body bytes).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    index = {}
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        for spec_path in sorted((ROOT / "model_archives").glob("*/archive.yaml")):
+            name = spec_path.parent.name
+            spec = yaml.safe_load(spec_path.read_text())
+            data_cfg = compose("train", overrides=[f"experiment={spec['experiment']}"]).data
+            suffix, content_type, body = get_method(spec["example"])(data_cfg)
+            (out / f"{name}{suffix}").write_bytes(body)
+            index[name] = {"file": f"{name}{suffix}", "content_type": content_type}
+    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return index
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("examples"))
-    parser.add_argument("--root", default=os.environ.get("DATA_DIR", "data"))
+    parser.add_argument("--out", type=Path, default=ROOT / "examples")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    for path in write_examples(args.out, args.root, os.environ.get("DATA_MIRROR")):
-        print(path)
+    for name, entry in write_examples(args.out).items():
+        print(f"{name}: {args.out / entry['file']} ({entry['content_type']})")
 
 
 if __name__ == "__main__":
