@@ -134,13 +134,17 @@ def start(config: Path, store: Path, timeout: float) -> None:
 def print_examples(inference: str, metrics: str, models: list[str]) -> None:
     """Prints curl commands that work against the running server as written."""
     auth = '-H "Authorization: Bearer $(scripts/token)"'
+    index_file = ROOT / "examples" / "index.json"
+    index = json.loads(index_file.read_text()) if index_file.exists() else {}
     print("\nTry it (tokens come from key_file.json, see README 'Security'):")
     print(f"  curl {auth} {inference}/ping")
     for name in models:
-        print(
-            f"  curl {auth} -H 'Content-Type: application/json' "
-            f"--data-binary @examples/{name}.json {inference}/predictions/{name}"
-        )
+        if name in index:
+            entry = index[name]
+            print(
+                f"  curl {auth} -H 'Content-Type: {entry['content_type']}' "
+                f"--data-binary @examples/{entry['file']} {inference}/predictions/{name}"
+            )
     print(f"  curl -s {metrics}/metrics | grep ts_inference_requests_total")
     print("  make stop")
 

@@ -53,7 +53,7 @@ def load_planetoid(
 
 
 def prepare_planetoid(data_cfg: Any) -> str:
-    """`prepare` hook of configs/data/cora.yaml: links/downloads and processes; returns a summary."""
+    """`prepare` hook of configs/data/cora.yaml: links or downloads, processes, summarises."""
     return f"{data_cfg.name}: {load_planetoid(data_cfg.name, data_cfg.root, data_cfg.mirror)[0]}"
 
 
