@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 PHRASES = {400: "Bad Request", 413: "Payload Too Large"}
 
 
+class Instances(list):
+    """The items of one Vertex AI style request, `{"instances": [...]}`, answered as one
+    `{"predictions": [...]}`. `parse_request` returns it instead of a single item."""
+
+
 class RequestError(Exception):
     """A client error tied to one request: the field at fault, the problem and the HTTP code."""
 
@@ -43,7 +48,7 @@ class JsonBatchHandler(BaseHandler):
     - `respond(outputs, items) -> list`: one JSON-able result per item, in order.
     """
 
-    defaults: dict[str, Any] = {"max_body_bytes": 8 * 1024 * 1024}
+    defaults: dict[str, Any] = {"max_body_bytes": 8 * 1024 * 1024, "max_instances": 64}
 
     def initialize(self, context: Any) -> None:
         """Loads the TorchScript model, then meta.json and the model-config `handler:` section."""
@@ -106,8 +111,28 @@ class JsonBatchHandler(BaseHandler):
         return body
 
     def parse_request(self, row: dict, idx: int) -> Any:
-        """One request to a model-ready item; JSON handlers only implement `parse`."""
-        return self.parse(self.read_payload(row, idx))
+        """One request to a model-ready item (or Instances); JSON handlers implement `parse`."""
+        return self.parse_json(self.read_payload(row, idx))
+
+    def parse_json(self, payload: dict[str, Any]) -> Any:
+        """`parse` for one object, or for each of `{"instances": [...]}` (Vertex AI envelope)."""
+        if "instances" not in payload:
+            return self.parse(payload)
+        instances = payload["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise RequestError("instances", "must be a non-empty list of request objects")
+        limit = self.config.get("max_instances", 64)
+        if len(instances) > limit:
+            raise RequestError("instances", f"{len(instances)} exceeds the limit of {limit}", 413)
+        items = Instances()
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise RequestError(f"instances[{i}]", "must be a JSON object")
+            try:
+                items.append(self.parse(instance))
+            except RequestError as e:
+                raise RequestError(f"instances[{i}].{e.field}", e.problem, e.code) from None
+        return items
 
     def parse(self, payload: dict[str, Any]) -> Any:
         """Validates one request's JSON and returns the model-ready item for it."""
@@ -137,8 +162,10 @@ class JsonBatchHandler(BaseHandler):
         return {"size": len(data), "good": good, "errors": errors}
 
     def inference(self, batch: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Runs one forward pass over the good requests of the batch."""
-        items = [item for _, item in batch["good"]]
+        """Runs one forward pass over every item of the good requests (instances flattened)."""
+        items: list[Any] = []
+        for _, item in batch["good"]:
+            items.extend(item if isinstance(item, Instances) else [item])
         with torch.inference_mode():
             batch["outputs"] = self.forward(items) if items else []
         return batch
@@ -146,7 +173,12 @@ class JsonBatchHandler(BaseHandler):
     def postprocess(self, batch: dict[str, Any]) -> list[str]:
         """Returns one JSON string per request, in order, and sets each request's status."""
         responses: list[str] = [""] * batch["size"]
-        for (idx, _), out in zip(batch["good"], batch["outputs"]):
+        outputs = iter(batch["outputs"])
+        for idx, item in batch["good"]:
+            if isinstance(item, Instances):
+                out: Any = {"predictions": [next(outputs) for _ in item]}
+            else:
+                out = next(outputs)
             responses[idx] = json.dumps(out)
         for idx, err in batch["errors"].items():
             self.context.set_response_status(err.code, PHRASES.get(err.code, "Error"), idx)

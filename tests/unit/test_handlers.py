@@ -178,3 +178,28 @@ def test_graph_bad_input_fails_alone_in_its_batch(graph_handler, body, code, fie
     results = call(handler, ctx, [GOOD_MOL, body, GOOD_MOL])
     assert (results[1][0], results[1][1]["field"]) == (code, field)
     assert results[0] == results[2] and results[0][0] == 200
+
+
+def test_vertex_instances_envelope_answers_predictions_in_order(graph_handler):
+    handler, ctx = graph_handler
+    other = {"atoms": ["N", "O"], "edge_index": [[0, 1], [1, 0]]}
+    singles = [call(handler, ctx, [m])[0][1] for m in (GOOD_MOL, other)]
+    [(status, body)] = call(handler, ctx, [{"instances": [GOOD_MOL, other, GOOD_MOL]}])
+    assert status == 200
+    assert body == {"predictions": [singles[0], singles[1], singles[0]]}
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"instances": []}, "instances"),
+        ({"instances": [GOOD_MOL, {"atoms": ["Q"], "edge_index": [[], []]}]}, "instances[1].atoms"),
+        ({"instances": [1]}, "instances[0]"),
+    ],
+)
+def test_bad_instance_fails_its_request_only(graph_handler, body, field):
+    handler, ctx = graph_handler
+    results = call(handler, ctx, [{"instances": [GOOD_MOL]}, body, GOOD_MOL])
+    assert results[1][0] == 400 and results[1][1]["field"] == field
+    assert results[0][0] == results[2][0] == 200
+    assert results[0][1]["predictions"][0] == results[2][1]
