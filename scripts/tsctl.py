@@ -6,13 +6,16 @@ Used by `make serve` / `make stop` and by the e2e tests. Standard library only.
 import argparse
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,6 +155,135 @@ def print_examples(inference: str, metrics: str, models: list[str]) -> None:
 def stop() -> None:
     """Stops the TorchServe started from this folder."""
     subprocess.run(["torchserve", "--stop"], cwd=ROOT, check=False)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running torchserve and how to talk to it."""
+
+    inference: str
+    management: str
+    metrics: str
+    key_file: Path
+    artifacts: Path
+    log_dir: Path
+    proc: subprocess.Popen
+
+    def predict(
+        self, name: str, body: Any, content_type: str = "application/json", tok: str | None = None
+    ) -> tuple[int, Any, dict]:
+        """POSTs to /predictions/<name>; returns (status, JSON body, headers)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"{self.inference}/predictions/{name}",
+            data=data,
+            method="POST",
+            headers={"Content-Type": content_type},
+        )
+        req.add_header("Authorization", f"Bearer {tok or token('inference', self.key_file)}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, json.loads(resp.read()), dict(resp.headers)
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = raw.decode(errors="replace")
+            return e.code, parsed, dict(e.headers)
+
+
+def start_server(
+    store: Path,
+    workdir: Path,
+    artifacts: Path,
+    models: list[str],
+    config: Optional[Path] = None,
+) -> Server:
+    """Starts torchserve in the foreground on free ports, with the committed config otherwise.
+
+    Used by the e2e tests and `make bench`; `stop_server` ends it. TMPDIR is set to workdir, so
+    it does not collide with a `make serve` server (torchserve keeps a pid file in TMPDIR).
+    """
+    overrides = {
+        f"{kind}_address": f"http://127.0.0.1:{free_port()}"
+        for kind in ("inference", "management", "metrics")
+    }
+    overrides.update(grpc_inference_port=str(free_port()), grpc_management_port=str(free_port()))
+    overrides["model_store"] = str(store)
+    lines = [
+        f"{line.split('=', 1)[0]}={overrides[line.split('=', 1)[0]]}"
+        if line.split("=", 1)[0] in overrides
+        else line
+        for line in (config or ROOT / "config.properties").read_text().splitlines()
+    ]
+    props = "\n".join(lines) + "\n"
+    (workdir / "config.properties").write_text(props)
+    cfg = read_properties(workdir / "config.properties")
+    log_dir = workdir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    # TMPDIR: torchserve keeps its pid file there and refuses a second server sharing it.
+    env = {
+        **os.environ,
+        "LOG_LOCATION": str(log_dir),
+        "METRICS_LOCATION": str(log_dir),
+        "TMPDIR": str(workdir),
+    }
+    bin_dir = Path(sys.executable).parent
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    proc = subprocess.Popen(
+        [
+            "torchserve",
+            "--start",
+            "--foreground",
+            "--ts-config",
+            str(workdir / "config.properties"),
+            "--model-store",
+            str(store),
+            "--models",
+            "all",
+            "--ncs",
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=open(log_dir / "stdout.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = Server(
+        cfg["inference_address"],
+        cfg["management_address"],
+        cfg["metrics_address"],
+        workdir / "key_file.json",
+        artifacts,
+        log_dir,
+        proc,
+    )
+    try:
+        wait_ready(server.management, models, server.key_file, timeout=240, proc=proc)
+    except Exception:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server: Server) -> int:
+    """SIGTERM to the whole process group (frontend and workers); returns the exit code."""
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait()
+    return server.proc.returncode
 
 
 def main(argv: Optional[list[str]] = None) -> None:
