@@ -15,19 +15,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.data import Batch, Data
 
-from graph_request import dense_features, edge_index_tensor, probabilities
+from graph_request import Graph, dense_features, disjoint_union, edge_index_tensor, probabilities
 from json_batch_handler import JsonBatchHandler, RequestError
 
 
 class GraphClassifierHandler(JsonBatchHandler):
-    """Classifies one molecule graph per request; a batch runs as one PyG Batch."""
+    """Classifies one molecule per request; a batch runs as one disjoint-union graph."""
 
     defaults = {**JsonBatchHandler.defaults, "max_nodes": 500, "max_edges": 2000}
 
-    def parse(self, payload: dict[str, Any]) -> Data:
-        """Builds a PyG Data with one-hot x and edge_index from `x` or `atoms`."""
+    def parse(self, payload: dict[str, Any]) -> Graph:
+        """Builds the molecule graph: one-hot x and edge_index, from `x` or `atoms`."""
         atom_table = self.meta["atom_labels"]
         max_nodes = self.config["max_nodes"]
         if "x" in payload and "atoms" in payload:
@@ -46,7 +45,7 @@ class GraphClassifierHandler(JsonBatchHandler):
         )
         if payload.get("edge_labels") is not None:
             self._check_edge_labels(payload["edge_labels"], edge_index.size(1))
-        return Data(x=x, edge_index=edge_index)
+        return Graph(x, edge_index)
 
     @staticmethod
     def _one_hot_atoms(atoms: Any, table: list[str], max_nodes: int) -> torch.Tensor:
@@ -84,12 +83,11 @@ class GraphClassifierHandler(JsonBatchHandler):
                     f"edge_labels[{j}] = {lab!r} is not one of {table} or 0..{len(table) - 1}",
                 )
 
-    def collate(self, items: list[Data]) -> tuple[Tensor, Tensor, Tensor]:
-        """All molecules as one PyG Batch: x, edge_index and the node-to-graph vector."""
-        batch = Batch.from_data_list(items)
-        return batch.x, batch.edge_index, batch.batch
+    def collate(self, items: list[Graph]) -> tuple[Tensor, Tensor, Tensor]:
+        """All molecules as one disjoint union: x, edge_index and the node-to-graph vector."""
+        return disjoint_union(items)
 
-    def respond(self, logits: Tensor, items: list[Data]) -> list[dict[str, Any]]:
+    def respond(self, logits: Tensor, items: list[Graph]) -> list[dict[str, Any]]:
         """Softmax over classes, one result per molecule."""
         probs = torch.softmax(logits, dim=-1)  # (B, C)
         labels = self.meta["labels"]

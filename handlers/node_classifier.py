@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch_geometric.data import Batch, Data
 
 from graph_request import (
+    Graph,
     dense_features,
+    disjoint_union,
     edge_index_tensor,
     node_ids,
     normalize_features,
@@ -32,8 +33,8 @@ class NodeClassifierHandler(JsonBatchHandler):
 
     defaults = {**JsonBatchHandler.defaults, "max_nodes": 20000, "max_edges": 200000}
 
-    def parse(self, payload: dict[str, Any]) -> tuple[Data, Any]:
-        """Builds a PyG Data (normalised x, edge_index) and the node ids to return."""
+    def parse(self, payload: dict[str, Any]) -> tuple[Graph, Any]:
+        """Builds the graph (normalised x, edge_index) and the node ids to return."""
         dim, max_nodes = self.meta["feature_dim"], self.config["max_nodes"]
         if "x" in payload and "x_sparse" in payload:
             raise RequestError("x", "send either dense `x` or sparse `x_sparse`, not both")
@@ -48,22 +49,23 @@ class NodeClassifierHandler(JsonBatchHandler):
         )
         nodes = node_ids(payload.get("nodes"), x.size(0))
         x = normalize_features(x, self.meta["normalize"])
-        return Data(x=x, edge_index=edge_index), nodes
+        return Graph(x, edge_index), nodes
 
-    def collate(self, items: list[tuple[Data, Any]]) -> tuple[Tensor, Tensor]:
+    def collate(self, items: list[tuple[Graph, Any]]) -> tuple[Tensor, Tensor]:
         """All request graphs as one disjoint union: (sum N, F) features and (2, sum E) edges."""
-        batch = Batch.from_data_list([data for data, _ in items])
-        return batch.x, batch.edge_index
+        x, edge_index, _ = disjoint_union([graph for graph, _ in items])
+        return x, edge_index
 
-    def respond(self, logits: Tensor, items: list[tuple[Data, Any]]) -> list[dict[str, Any]]:
+    def respond(self, logits: Tensor, items: list[tuple[Graph, Any]]) -> list[dict[str, Any]]:
         """Softmax per node, split back per request by node counts."""
         probs = torch.softmax(logits, dim=-1)  # (sum N, C)
         labels = self.meta["labels"]
         results, start = [], 0
-        for data, nodes in items:
-            p = probs[start : start + data.num_nodes]
-            start += data.num_nodes
-            ids = nodes.tolist() if nodes is not None else list(range(data.num_nodes))
+        for graph, nodes in items:
+            num_nodes = graph.x.size(0)
+            p = probs[start : start + num_nodes]
+            start += num_nodes
+            ids = nodes.tolist() if nodes is not None else list(range(num_nodes))
             results.append(
                 {
                     "predictions": [

@@ -203,3 +203,17 @@ def test_bad_instance_fails_its_request_only(graph_handler, body, field):
     assert results[1][0] == 400 and results[1][1]["field"] == field
     assert results[0][0] == results[2][0] == 200
     assert results[0][1]["predictions"][0] == results[2][1]
+
+
+def test_disjoint_union_equals_pyg_batch():
+    from graph_request import Graph, disjoint_union
+
+    graphs = [
+        Graph(torch.randn(3, 4), torch.tensor([[0, 1, 2], [1, 2, 0]])),
+        Graph(torch.randn(1, 4), torch.empty(2, 0, dtype=torch.long)),
+        Graph(torch.randn(2, 4), torch.tensor([[0, 1], [1, 0]])),
+    ]
+    ours = disjoint_union(graphs)
+    pyg = Batch.from_data_list([Data(x=g.x, edge_index=g.edge_index) for g in graphs])
+    for a, b in zip(ours, (pyg.x, pyg.edge_index, pyg.batch)):
+        assert torch.equal(a, b)
