@@ -64,6 +64,18 @@ class _Classifier(L.LightningModule):
         )
         return loss
 
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
 
 class NodeClassifier(_Classifier):
     """Full-batch transductive node classification on one graph with train/val/test masks."""
@@ -73,15 +85,6 @@ class NodeClassifier(_Classifier):
         mask = batch[f"{stage}_mask"]
         return self._log_step(stage, logits[mask], batch.y[mask], int(mask.sum()))
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "test")
-
 
 class GraphClassifier(_Classifier):
     """Mini-batch graph classification over PyG Batches."""
@@ -89,12 +92,3 @@ class GraphClassifier(_Classifier):
     def _step(self, batch: Any, stage: str) -> Tensor:
         logits = self.net(batch.x, batch.edge_index, batch.batch)
         return self._log_step(stage, logits, batch.y, batch.num_graphs)
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "test")
