@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
-        bench lint clean
+        bench lint clean image image-train image-test
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -71,6 +71,21 @@ test-e2e: venv java ## End-to-end tests only
 
 bench: venv java archive ## In-process vs served latency; writes benchmarks/results/
 	$(PY) -m benchmarks.latency
+
+IMAGE       ?= localhost/torchserve-bundle:latest
+TRAIN_IMAGE ?= localhost/torchserve-bundle-train:latest
+
+image: archive ## Build the serving image with podman (base image and wheelhouse made when missing)
+	docker/base-image.sh
+	@ls docker/wheelhouse/torch-*.whl >/dev/null 2>&1 || docker/wheelhouse.sh
+	docker/podman.sh build --network host --format docker --target serve -t $(IMAGE) .
+
+image-train: venv ## Build the training image (docker/wheelhouse.sh requirements/train.txt first)
+	docker/base-image.sh
+	docker/podman.sh build --network host --format docker --target train -t $(TRAIN_IMAGE) .
+
+image-test: venv java archive examples ## Build the image, run it Cloud Run/Vertex-style, compare with a local server (opt-in: root + podman)
+	$(PY) scripts/image_test.py --image $(IMAGE)
 
 lint: venv ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

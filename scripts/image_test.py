@@ -1,0 +1,291 @@
+"""`make image-test`: builds the serving image, runs it as Cloud Run and Vertex AI would, and
+checks that every model answers its example exactly as a local TorchServe does.
+
+Usage: python scripts/image_test.py [--skip-build] [--image NAME] [--timeout S]
+
+1. Builds the image (docker/base-image.sh and docker/wheelhouse.sh first when needed).
+2. Starts a local TorchServe on free loopback ports with the same model_store/*.mar
+   (tests.e2e.conftest.start_server) and records its answer to examples/<model>.*.
+3. Cloud Run-like run: PORT=9090, TOKEN_AUTH=off, read-only root with a /tmp tmpfs, only
+   that port published (on 127.0.0.1). Waits for the image's HEALTHCHECK; checks that only the
+   inference port listens beyond loopback; sends each example as is, in the Vertex AI envelope
+   and on KServe's v1 route; compares with the local answers; stops it with SIGTERM.
+4. Vertex AI-like run with the defaults otherwise (token auth on): AIP_HTTP_PORT,
+   AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE and MODELS for one model; no token is refused, the
+   token from the container's key file works; SIGTERM again.
+Exit status 0 only when every check passed. Needs podman (docker/podman.sh) or
+CONTAINER_ENGINE=docker.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.tsctl import http  # noqa: E402
+from tests.e2e.conftest import start_server, stop_server  # noqa: E402
+
+ENGINE = shlex.split(os.environ.get("CONTAINER_ENGINE", str(ROOT / "docker" / "podman.sh")))
+BASE_IMAGE = "docker.io/library/debian:bookworm-slim"
+HEALTHCHECK = ["python", "/opt/serve/healthcheck.py"]
+PASSED: list[str] = []
+FAILED: list[str] = []
+
+
+def engine(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs one podman/docker command; returns the completed process (text output)."""
+    run = subprocess.run(
+        [*ENGINE, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and run.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])} failed: {run.stderr[-2000:]}")
+    return run
+
+
+def report(ok: bool, what: str) -> bool:
+    """Records and prints one check."""
+    (PASSED if ok else FAILED).append(what)
+    print(f"  [{'ok' if ok else 'FAIL'}] {what}", flush=True)
+    return ok
+
+
+def same(a: Any, b: Any, tol: float = 1e-5) -> bool:
+    """JSON equality, with floats equal within tol (thread counts may differ)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return (
+            isinstance(a, (int, float))
+            and isinstance(b, (int, float))
+            and math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+        )
+    return a == b
+
+
+def build(image: str) -> None:
+    """Base image and wheelhouse when missing, then the serve target."""
+    if engine("image", "exists", BASE_IMAGE, check=False).returncode != 0:
+        subprocess.run([str(ROOT / "docker" / "base-image.sh")], check=True)
+    if not list((ROOT / "docker" / "wheelhouse").glob("torch-*.whl")):
+        subprocess.run([str(ROOT / "docker" / "wheelhouse.sh")], check=True)
+    start = time.monotonic()
+    subprocess.run(
+        [*ENGINE, "build", "--network", "host", "--format", "docker", "--target", "serve"]
+        + ["-t", image, str(ROOT)],
+        check=True,
+    )
+    print(f"built {image} in {time.monotonic() - start:.0f} s")
+
+
+def image_facts(image: str, models: list[str]) -> None:
+    """Size, user, ports, health check, and that the baked .mar files are the local ones."""
+    info = json.loads(engine("image", "inspect", image).stdout)[0]
+    cfg = info.get("Config", {})
+    print(f"image {image}: {info['Size'] / 1e9:.2f} GB uncompressed")
+    report(cfg.get("User") not in (None, "", "root", "0"), f"runs as user {cfg.get('User')!r}")
+    report(
+        list(cfg.get("ExposedPorts", {})) == ["8080/tcp"],
+        f"exposes {list(cfg.get('ExposedPorts', {}))}",
+    )
+    # docker keeps it under Config, podman at the top level.
+    health = (cfg.get("Healthcheck") or info.get("Healthcheck") or {}).get("Test", [])
+    report(health == ["CMD", *HEALTHCHECK], f"HEALTHCHECK {health}")
+    sums = engine(
+        "run",
+        "--rm",
+        "--network=none",
+        "--entrypoint",
+        "sha256sum",
+        image,
+        *(f"model_store/{m}.mar" for m in models),
+    ).stdout.split()[::2]
+    local = [
+        hashlib.sha256((ROOT / "model_store" / f"{m}.mar").read_bytes()).hexdigest() for m in models
+    ]
+    report(sums == local, "the image holds the same .mar files as model_store/")
+
+
+def reference_answers(models: list[str], examples: dict) -> dict[str, tuple[int, Any]]:
+    """Each model's answer to its example from a local TorchServe on free ports."""
+    work = Path(tempfile.mkdtemp(prefix="image-test-"))
+    server = start_server(ROOT / "model_store", work, ROOT / "artifacts", models)
+    try:
+        return {m: server_answer(server, m, examples[m]) for m in models}
+    finally:
+        stop_server(server)
+
+
+def server_answer(server: Any, name: str, example: dict) -> tuple[int, Any]:
+    body = (ROOT / "examples" / example["file"]).read_bytes()
+    status, parsed, _ = server.predict(name, body, example["content_type"])
+    return status, parsed
+
+
+def post(url: str, body: bytes, content_type: str, tok: str | None = None) -> tuple[int, Any]:
+    status, raw = http(url, tok, "POST", body, {"Content-Type": content_type}, timeout=120)
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def run_container(image: str, name: str, env: dict[str, str], port: int, *extra: str) -> str:
+    """Starts the image detached with only `port` published on 127.0.0.1; returns host:port."""
+    engine("rm", "-f", name, check=False)
+    args = ["run", "-d", "--name", name, "-p", f"127.0.0.1::{port}"]
+    for key, value in env.items():
+        args += ["-e", f"{key}={value}"]
+    engine(*args, *extra, image)
+    mapped = engine("port", name, f"{port}/tcp").stdout.strip().splitlines()[0]
+    return "http://" + mapped.replace("0.0.0.0", "127.0.0.1")
+
+
+def wait_healthy(name: str, timeout: float) -> float:
+    """Runs the image's health check until it passes; returns the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        state = json.loads(engine("inspect", name).stdout)[0]["State"]
+        if not state.get("Running"):
+            raise RuntimeError(f"{name} exited: {engine('logs', name).stdout[-3000:]}")
+        if engine("exec", name, *HEALTHCHECK, check=False).returncode == 0:
+            if ENGINE[-1].endswith("podman.sh") or ENGINE[0].endswith("podman"):
+                # The HEALTHCHECK instruction itself, as podman runs it.
+                engine("healthcheck", "run", name)
+            return time.monotonic() - start
+        time.sleep(2)
+    raise TimeoutError(f"{name} not healthy after {timeout:.0f} s")
+
+
+def listeners(name: str) -> dict[int, str]:
+    """Listening TCP ports inside the container and their address ('loopback' or 'any')."""
+    found: dict[int, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        out = engine("exec", name, "cat", table, check=False).stdout.splitlines()[1:]
+        for line in out:
+            local, state = line.split()[1], line.split()[3]
+            if state != "0A":
+                continue
+            addr, port = local.split(":")
+            loopback = addr in ("0100007F", "00000000000000000000000001000000") or addr.endswith(
+                "0100007F"
+            )
+            found[int(port, 16)] = "loopback" if loopback else "any"
+    return found
+
+
+def stop(name: str) -> None:
+    """SIGTERM via `stop`; checks the exit status, the time, and the entrypoint's last word."""
+    start = time.monotonic()
+    engine("stop", "-t", "30", name, timeout=60)
+    took = time.monotonic() - start
+    state = json.loads(engine("inspect", name).stdout)[0]["State"]
+    logs = engine("logs", name).stdout + engine("logs", name).stderr
+    report(
+        state["ExitCode"] == 0 and took < 25 and "TorchServe stopped on signal 15" in logs,
+        f"SIGTERM: exit {state['ExitCode']} after {took:.1f} s",
+    )
+    engine("rm", "-f", name, check=False)
+
+
+def cloud_run_like(image: str, models: list[str], examples: dict, expected: dict) -> None:
+    """PORT set, IAM in front (TOKEN_AUTH=off), read-only root, only PORT published."""
+    print("Cloud Run-like run: PORT=9090 TOKEN_AUTH=off --read-only --tmpfs /tmp")
+    name = "image-test-cloudrun"
+    try:
+        base = run_container(
+            image,
+            name,
+            {"PORT": "9090", "TOKEN_AUTH": "off"},
+            9090,
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,size=2g,mode=1777",
+        )
+        report(True, f"healthy after {wait_healthy(name, 600):.0f} s")
+        open_ports = {p for p, where in listeners(name).items() if where == "any"}
+        report(open_ports == {9090}, f"listening beyond loopback: {sorted(open_ports)}")
+        for m in models:
+            ex = examples[m]
+            body = (ROOT / "examples" / ex["file"]).read_bytes()
+            status, got = post(f"{base}/predictions/{m}", body, ex["content_type"])
+            ok = status == expected[m][0] == 200 and same(got, expected[m][1])
+            report(ok, f"{m}: /predictions answer equals the local server's ({status})")
+            if ex["content_type"] != "application/json":
+                continue  # the envelope carries JSON instances only
+            envelope = json.dumps({"instances": [json.loads(body)]}).encode()
+            for route in (f"/predictions/{m}", f"/v1/models/{m}:predict"):
+                status, got = post(f"{base}{route}", envelope, "application/json")
+                ok = status == 200 and same(got, {"predictions": [expected[m][1]]})
+                report(ok, f"{m}: {{'instances': [...]}} on {route} -> predictions ({status})")
+    finally:
+        if engine("container", "exists", name, check=False).returncode == 0:
+            stop(name)
+
+
+def vertex_like(image: str, model: str, examples: dict, expected: dict) -> None:
+    """Vertex AI's variables for one model; token auth left at its default (on)."""
+    print(f"Vertex AI-like run: AIP_HTTP_PORT=8085 MODELS={model}, token auth on (default)")
+    name = "image-test-vertex"
+    env = {
+        "AIP_HTTP_PORT": "8085",
+        "AIP_HEALTH_ROUTE": "/ping",
+        "AIP_PREDICT_ROUTE": f"/predictions/{model}",
+        "MODELS": model,
+    }
+    try:
+        base = run_container(image, name, env, 8085)
+        report(True, f"healthy after {wait_healthy(name, 300):.0f} s")
+        ex = examples[model]
+        body = (ROOT / "examples" / ex["file"]).read_bytes()
+        status, _ = post(f"{base}/predictions/{model}", body, ex["content_type"])
+        report(status in (400, 401), f"no token: refused with {status}")
+        keys = json.loads(engine("exec", name, "cat", "/tmp/torchserve/key_file.json").stdout)
+        tok = keys["inference"]["key"]
+        status, got = post(f"{base}/predictions/{model}", body, ex["content_type"], tok)
+        ok = status == 200 and same(got, expected[model][1])
+        report(ok, f"{model}: with the container's token, equals the local server's ({status})")
+    finally:
+        if engine("container", "exists", name, check=False).returncode == 0:
+            stop(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default="localhost/torchserve-bundle:latest")
+    parser.add_argument("--skip-build", action="store_true")
+    args = parser.parse_args()
+    models = sorted(p.stem for p in (ROOT / "model_store").glob("*.mar"))
+    index_file = ROOT / "examples" / "index.json"
+    examples = json.loads(index_file.read_text()) if index_file.exists() else {}
+    missing = [m for m in models if m not in examples]
+    if not models or missing:
+        sys.exit(f"models {models}, without examples: {missing}: run `make archive examples`")
+    if not args.skip_build:
+        build(args.image)
+    start = time.monotonic()
+    image_facts(args.image, models)
+    print(f"local TorchServe answers for {', '.join(models)}")
+    expected = reference_answers(models, examples)
+    for m, (status, _) in expected.items():
+        report(status == 200, f"{m}: local server answers {status}")
+    cloud_run_like(args.image, models, examples, expected)
+    vertex_like(args.image, models[0], examples, expected)
+    print(f"\n{len(PASSED)} passed, {len(FAILED)} failed ({time.monotonic() - start:.0f} s)")
+    sys.exit(1 if FAILED else 0)
+
+
+if __name__ == "__main__":
+    main()
