@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
-        bench lint clean image image-train image-test
+        bench lint clean image image-train image-test online-init online-arrive online-step \
+        online-watch online-status online-reconcile
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -71,6 +72,20 @@ test-e2e: venv java ## End-to-end tests only
 
 bench: venv java archive ## In-process vs served latency; writes benchmarks/results/
 	$(PY) -m benchmarks.latency
+
+ONLINE_ARGS ?=
+online-init: venv ## Online QM9 loop: cut QM9 into shards, version the first data state with DVC
+	$(PY) -m train.online init $(ONLINE_ARGS)
+online-arrive: venv ## Online QM9 loop: the next shard arrives (a new DVC data version)
+	$(PY) -m train.online arrive $(ONLINE_ARGS)
+online-step: venv ## Online QM9 loop: retrain if data grew enough, safety gate, hot-swap qm9_et
+	$(PY) -m train.online step $(ONLINE_ARGS)
+online-watch: venv ## Online QM9 loop: a shard arrives and a step runs every interval
+	$(PY) -m train.online watch $(ONLINE_ARGS)
+online-status: venv ## Online QM9 loop: data versions, lineage, what the server serves
+	$(PY) -m train.online status $(ONLINE_ARGS)
+online-reconcile: venv ## Online QM9 loop: after a server restart, serve the lineage's version again
+	$(PY) -m train.online reconcile $(ONLINE_ARGS)
 
 IMAGE       ?= localhost/torchserve-bundle:latest
 TRAIN_IMAGE ?= localhost/torchserve-bundle-train:latest

@@ -1,0 +1,201 @@
+"""Validation of molecule requests (z or atom symbols + positions, or XYZ text) into tensors."""
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from json_batch_handler import RequestError
+
+# Symbols by atomic number, for messages and for reading XYZ files whatever the model knows.
+PERIODIC = (
+    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se "
+    "Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe"
+).split()
+XYZ_TYPES = ("text/plain", "chemical/x-xyz", "text/x-xyz")
+
+
+@dataclass
+class Molecule:
+    """One parsed request: atomic numbers (N,), positions (N, 3) in Å, whether to send forces."""
+
+    z: Tensor
+    pos: Tensor
+    forces: bool = False
+
+
+@dataclass
+class Limits:
+    """What the handler accepts (model-config.yaml `handler:` section and meta.json)."""
+
+    elements: dict[str, int]
+    max_atoms: int
+    min_distance: float
+    max_abs_coordinate: float
+
+
+def _known(limits: Limits) -> str:
+    return ", ".join(f"{s} ({z})" for s, z in sorted(limits.elements.items(), key=lambda e: e[1]))
+
+
+def _count(n: int, field: str, limits: Limits) -> None:
+    if n == 0:
+        raise RequestError(field, "zero atoms: at least one atom is required")
+    if n > limits.max_atoms:
+        raise RequestError(field, f"{n} atoms exceeds the limit of {limits.max_atoms}")
+
+
+def atomic_numbers(value: Any, limits: Limits) -> Tensor:
+    """`z`: a list of atomic numbers of elements the model was trained on."""
+    if not isinstance(value, list):
+        raise RequestError("z", f"must be a list of atomic numbers, got {type(value).__name__}")
+    _count(len(value), "z", limits)
+    known = set(limits.elements.values())
+    for j, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise RequestError("z", f"z[{j}] = {v!r} is not an integer atomic number")
+        if v not in known:
+            name = f" ({PERIODIC[v - 1]})" if 1 <= v <= len(PERIODIC) else ""
+            raise RequestError(
+                "z", f"z[{j}] = {v}{name} is not an element this model knows: {_known(limits)}"
+            )
+    return torch.tensor(value, dtype=torch.long)
+
+
+def symbols(value: Any, limits: Limits, field: str = "atoms") -> Tensor:
+    """`atoms`: a list of element symbols ("C", "H", ...) of elements the model was trained on."""
+    if not isinstance(value, list):
+        raise RequestError(field, f"must be a list of element symbols, got {type(value).__name__}")
+    _count(len(value), field, limits)
+    z = []
+    for j, s in enumerate(value):
+        sym = s.strip().capitalize() if isinstance(s, str) else None
+        if sym not in limits.elements:
+            raise RequestError(
+                field, f"{field}[{j}] = {s!r} is not an element this model knows: {_known(limits)}"
+            )
+        z.append(limits.elements[sym])
+    return torch.tensor(z, dtype=torch.long)
+
+
+def positions(value: Any, n: int, atoms_field: str, limits: Limits) -> Tensor:
+    """`pos`: n rows of [x, y, z] in Å, finite, bounded, and no two atoms implausibly close."""
+    if not isinstance(value, list):
+        raise RequestError("pos", f"must be a list of [x, y, z] rows, got {type(value).__name__}")
+    if len(value) != n:
+        raise RequestError(
+            "pos", f"has {len(value)} rows but {atoms_field} has {n} atoms: they must match"
+        )
+    for i, row in enumerate(value):
+        if not isinstance(row, list) or len(row) != 3:
+            raise RequestError("pos", f"pos[{i}] must be a list of 3 coordinates [x, y, z] in Å")
+        for j, v in enumerate(row):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise RequestError("pos", f"pos[{i}][{j}] = {v!r} is not a number")
+            if not math.isfinite(v):
+                raise RequestError("pos", f"pos[{i}][{j}] = {v} is not finite")
+            if abs(v) > limits.max_abs_coordinate:
+                raise RequestError(
+                    "pos", f"pos[{i}][{j}] = {v} is beyond ±{limits.max_abs_coordinate} Å"
+                )
+    pos = torch.tensor(value, dtype=torch.float64)
+    check_distances(pos, limits.min_distance)
+    return pos.to(torch.float32)
+
+
+def check_distances(pos: Tensor, min_distance: float) -> None:
+    """Raises when two atoms are closer than min_distance Å, naming the first such pair."""
+    if pos.size(0) < 2:
+        return
+    d = torch.cdist(pos, pos)  # (N, N)
+    d.fill_diagonal_(math.inf)
+    close = (d < min_distance).nonzero()
+    if len(close):
+        i, j = (int(v) for v in close[0])
+        raise RequestError(
+            "pos",
+            f"atoms {i} and {j} are {float(d[i, j]):.3f} Å apart, closer than the physical "
+            f"minimum of {min_distance} Å",
+        )
+
+
+def flag(value: Any, field: str = "forces") -> bool:
+    """An optional boolean: true/false in JSON, or true/false/1/0 as a query parameter."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise RequestError(field, f"must be true or false, got {value!r}")
+
+
+def from_json(payload: dict[str, Any], limits: Limits) -> Molecule:
+    """`{"z" | "atoms": [...], "pos": [[x, y, z], ...], "forces": false}` to a Molecule."""
+    if "z" in payload and "atoms" in payload:
+        raise RequestError("z", "send either `z` (atomic numbers) or `atoms` (symbols), not both")
+    if "z" in payload:
+        field, z = "z", atomic_numbers(payload["z"], limits)
+    elif "atoms" in payload:
+        field, z = "atoms", symbols(payload["atoms"], limits)
+    else:
+        raise RequestError("z", "missing: send `z` (atomic numbers) or `atoms` (symbols)")
+    if "pos" not in payload:
+        raise RequestError("pos", "missing: send `pos`, one [x, y, z] in Å per atom")
+    pos = positions(payload["pos"], len(z), field, limits)
+    return Molecule(z, pos, flag(payload.get("forces")))
+
+
+def from_xyz(text: str, limits: Limits) -> Molecule:
+    """The standard .xyz format: atom count, a comment line, then `symbol x y z` per atom (Å)."""
+    lines = text.strip("\n").splitlines()
+    if not lines or not lines[0].strip():
+        raise RequestError("xyz", "empty: line 1 must be the number of atoms")
+    try:
+        n = int(lines[0].strip())
+    except ValueError:
+        raise RequestError(
+            "xyz", f"line 1 must be the number of atoms, got {lines[0].strip()[:40]!r}"
+        ) from None
+    if n < 0:
+        raise RequestError("xyz", f"line 1: negative atom count {n}")
+    _count(n, "xyz", limits)
+    body = [ln for ln in lines[2:] if ln.strip()]
+    if len(body) != n:
+        raise RequestError(
+            "xyz", f"line 1 declares {n} atoms but {len(body)} atom lines follow the comment"
+        )
+    syms, rows = [], []
+    for k, line in enumerate(body):
+        parts = line.split()
+        if len(parts) < 4:
+            raise RequestError("xyz", f"line {k + 3}: expected `symbol x y z`, got {line[:60]!r}")
+        sym = parts[0]
+        if sym.isdigit():  # some writers put the atomic number instead of the symbol
+            zi = int(sym)
+            sym = PERIODIC[zi - 1] if 1 <= zi <= len(PERIODIC) else sym
+        try:
+            row = [float(v) for v in parts[1:4]]
+        except ValueError:
+            raise RequestError(
+                "xyz", f"line {k + 3}: coordinates {' '.join(parts[1:4])!r} are not numbers"
+            ) from None
+        syms.append(sym)
+        rows.append(row)
+    try:
+        z = symbols(syms, limits, "xyz")
+        pos = positions(rows, n, "xyz", limits)
+    except RequestError as e:
+        # Name the line, not the JSON-style index: pos[i] / xyz[i] is line i + 3.
+        raise RequestError("xyz", _xyz_lines(e.problem)) from None
+    return Molecule(z, pos)
+
+
+def _xyz_lines(problem: str) -> str:
+    """Rewrites `pos[i][j]` / `xyz[i]` references of a message as XYZ line numbers."""
+    problem = re.sub(r"pos\[(\d+)\]\[\d+\]", lambda m: f"line {int(m.group(1)) + 3}", problem)
+    problem = re.sub(r"xyz\[(\d+)\]", lambda m: f"line {int(m.group(1)) + 3}", problem)
+    return problem

@@ -1,0 +1,150 @@
+"""Hot swap through TorchServe's management API: register the new version, make it the
+default, let requests in flight drain, then unregister the old versions."""
+
+import json
+import shutil
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Optional
+
+from scripts.tsctl import http, token
+
+
+class ManagementClient:
+    """The management API of one running TorchServe, with the token from its key_file.json."""
+
+    def __init__(self, url: str, key_file: str | Path, timeout_s: float = 300) -> None:
+        self.url = url.rstrip("/")
+        self.key_file = Path(key_file)
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, ok: tuple[int, ...] = (200,)) -> Any:
+        # Read the token on every call: TorchServe rewrites key_file.json at each start.
+        status, body = http(
+            f"{self.url}{path}",
+            token("management", self.key_file),
+            method=method,
+            timeout=self.timeout_s,
+        )
+        if status not in ok:
+            raise RuntimeError(f"{method} {path} -> {status}: {body.decode(errors='replace')}")
+        return json.loads(body) if body.strip() else None
+
+    def versions(self, model: str) -> dict[str, bool]:
+        """{version: is_default} of a registered model; {} when it is not registered."""
+        try:
+            described = self.call("GET", f"/models/{model}/all")
+        except RuntimeError as e:
+            if "-> 404" in str(e):
+                return {}
+            raise
+        out = {}
+        for d in described:
+            # TorchServe marks the default version only in the list of /models/<name>.
+            out[str(d["modelVersion"])] = False
+        default = self.call("GET", f"/models/{model}")[0]["modelVersion"]
+        out[str(default)] = True
+        return out
+
+    def register(self, mar_name: str, initial_workers: int) -> None:
+        """Registers a .mar from the server's model store and waits for its workers."""
+        query = urllib.parse.urlencode(
+            {"url": mar_name, "initial_workers": initial_workers, "synchronous": "true"}
+        )
+        self.call("POST", f"/models?{query}")
+
+    def set_default(self, model: str, version: str) -> None:
+        self.call("PUT", f"/models/{model}/{version}/set-default")
+
+    def unregister(self, model: str, version: str) -> None:
+        self.call("DELETE", f"/models/{model}/{version}")
+
+
+# A small real-geometry molecule (ethanol, Å) for the drain request to a retiring version.
+DRAIN_REQUEST = {
+    "z": [6, 6, 8, 1, 1, 1, 1, 1, 1],
+    "pos": [
+        [-0.0118, 1.5136, 0.0],
+        [0.0, 0.0, 0.0],
+        [-1.3383, -0.4726, 0.0],
+        [1.0214, 1.8959, 0.0],
+        [-0.5311, 1.8845, 0.8841],
+        [-0.5311, 1.8845, -0.8841],
+        [0.5159, -0.3665, 0.8913],
+        [0.5159, -0.3665, -0.8913],
+        [-1.3433, -1.4370, 0.0],
+    ],
+}
+
+
+def drain(inference: str, key_file: str | Path, model: str, version: str, timeout_s: float) -> int:
+    """Waits until a version has answered every request routed to it before the swap.
+
+    A version's worker takes jobs from its queue in order, so once a request sent to that
+    version explicitly (after set-default) is answered, every earlier job is done too. TorchServe
+    kills a busy worker on unregister: without this, the requests it held would never return.
+    """
+    status, _ = http(
+        f"{inference.rstrip('/')}/predictions/{model}/{version}",
+        token("inference", key_file),
+        method="POST",
+        body=json.dumps(DRAIN_REQUEST).encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=timeout_s,
+    )
+    return status
+
+
+def mar_file_name(model: str, version: str) -> str:
+    """The .mar name of one online version in the model store: qm9_et.v3.mar."""
+    return f"{model}.{version}.mar"
+
+
+def hot_swap(
+    client: ManagementClient,
+    model: str,
+    version: str,
+    mar: Path,
+    model_store: str | Path,
+    initial_workers: int = 1,
+    drain_seconds: float = 0.5,
+    log: Optional[Any] = None,
+    inference: Optional[str] = None,
+) -> dict[str, Any]:
+    """Serves `version` as the default and retires every other version; idempotent.
+
+    Order matters for zero failed requests: the new version is READY before it becomes the
+    default, and an old one is unregistered only after it answered a drain request (see
+    `drain`; without an inference URL, after `drain_seconds` alone) and `drain_seconds` more.
+    """
+    store = Path(model_store)
+    name = mar_file_name(model, version)
+    before = client.versions(model)
+    if version not in before:
+        if not (store / name).exists():
+            shutil.copy(mar, store / name)
+        client.register(name, initial_workers)
+    client.set_default(model, version)
+    retired = [v for v in before if v != version]
+    drained = {}
+    for old in retired:
+        if inference:
+            drained[old] = drain(inference, client.key_file, model, old, client.timeout_s)
+        time.sleep(drain_seconds)
+        client.unregister(model, old)
+        # Keep the store to what is served, so a restart (`--models all`) loads this version.
+        old_mar = store / mar_file_name(model, old)
+        if old_mar.exists():
+            old_mar.unlink()
+    after = client.versions(model)
+    result = {
+        "model": model,
+        "default": version,
+        "before": before,
+        "after": after,
+        "drained": drained,
+    }
+    if log is not None:
+        log("swap", **result, retired=retired)
+    return result
