@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
         bench lint clean image image-train image-test online-init online-arrive online-step \
-        online-watch online-status online-reconcile
+        online-watch online-status online-reconcile pools loadtest profile
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -72,6 +72,32 @@ test-e2e: venv java ## End-to-end tests only
 
 bench: venv java archive ## In-process vs served latency; writes benchmarks/results/
 	$(PY) -m benchmarks.latency
+
+# Load tests (docs/loadtests.md). HOST/TOKEN point them at a remote deployment.
+HOST        ?= http://127.0.0.1:8080
+TOKEN       ?=
+USERS       ?= 8
+RUN_TIME    ?= 60s
+LOAD_MODELS ?=
+LOCUST_ARGS ?=
+THRESHOLDS   = $(if $(MAX_FAIL_RATIO),--max-fail-ratio $(MAX_FAIL_RATIO)) \
+               $(if $(P95_MS),--max-p95-ms $(P95_MS)) $(if $(P99_MS),--max-p99-ms $(P99_MS))
+
+pools: loadtests/pool/index.json ## Write real, varied request pools for the load tests (from the data)
+
+loadtests/pool/index.json: $(wildcard model_archives/*/archive.yaml) train/payload_pools.py | data/.prepared
+	$(PY) -m train.payload_pools
+
+loadtest: venv pools ## Headless Locust run (CSV, HTML, summary in loadtests/results/); fails on missed thresholds
+	@mkdir -p loadtests/results
+	LOADTEST_TOKEN="$(or $(TOKEN),$(shell [ -f key_file.json ] && scripts/token))" \
+	$(BIN)/locust -f loadtests/locustfile.py --headless --host $(HOST) -u $(USERS) -r $(USERS) \
+	  -t $(RUN_TIME) --csv loadtests/results/run --csv-full-history \
+	  --html loadtests/results/report.html --summary-json loadtests/results/summary.json \
+	  $(THRESHOLDS) $(LOCUST_ARGS) $(LOAD_MODELS)
+
+profile: venv java archive examples pools ## Concurrency sweep per model and server setting; writes benchmarks/report.md
+	$(PY) -m benchmarks.profile
 
 ONLINE_ARGS ?=
 online-init: venv ## Online QM9 loop: cut QM9 into shards, version the first data state with DVC
