@@ -1,0 +1,124 @@
+"""TorchServe handler for text classification (imdb_bert and its int8 twin imdb_bert_int8).
+
+Request, one review per request (UTF-8):
+    text/plain           the review itself
+    application/json     {"text": "..."}
+                         or {"instances": [{"text": "..."}, ...]} (Vertex AI), answered as
+                         {"predictions": [<one response per instance>]}
+Response:
+    {"label": "positive", "score": 0.97, "probabilities": {"negative": 0.03, "positive": 0.97}}
+    where score is the probability of the returned label.
+Errors (JSON with code, field, error): 400 for an empty or whitespace-only text, bytes that
+are not UTF-8, malformed JSON, a missing or non-string `text`, another Content-Type; 413 for
+a body over `max_body_bytes`. A bad request fails alone: the rest of its batch is answered.
+"""
+
+from typing import Any
+
+import torch
+from text_request import clean_text, decode_text, head_tail
+from torch import Tensor
+from transformers import AutoTokenizer
+
+from json_batch_handler import JsonBatchHandler, RequestError
+
+
+class TextClassifierHandler(JsonBatchHandler):
+    """Cleans and validates each review; tokenizes the whole batch at once; one forward pass."""
+
+    defaults = {
+        **JsonBatchHandler.defaults,
+        "max_body_bytes": 262144,
+        "max_length": None,  # tokens; None = meta.json's, the length the model was trained at
+        "warmup_batches": 2,
+    }
+
+    def initialize(self, context: Any) -> None:
+        """Loads the model and meta.json, the tokenizer from the model dir (offline), warms up."""
+        super().initialize(context)
+        model_dir = context.system_properties.get("model_dir")
+        # The .mar holds the tokenizer files; local_files_only never touches the network.
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        self.max_length = int(self.config["max_length"] or self.meta["max_length"])
+        self.head_tokens = self.meta.get("head_tokens")
+        self.rules = self.meta["clean"]
+        # The first calls of a TorchScript graph are slower (allocations, lazy init): pay them
+        # before the worker reports READY.
+        with torch.inference_mode():
+            for _ in range(int(self.config["warmup_batches"])):
+                self.forward(["warm up", "the first calls are slower " * 8])
+
+    def parse_request(self, row: dict, idx: int) -> Any:
+        """text/plain bodies are the review; JSON goes through `parse` (and `instances`)."""
+        limit = self.config["max_body_bytes"]
+        length = self.header(idx, "Content-Length")
+        # TorchServe hands JSON over already parsed: its declared length is what is left to check.
+        if length and length.isdigit() and int(length) > limit:
+            raise RequestError("body", f"{length} bytes exceeds {limit}", 413)
+        ctype = self.content_type(idx)
+        if ctype == "text/plain":
+            return self.parse_text(decode_text(self.body(row), limit))
+        if ctype and ctype != "application/json":
+            raise RequestError(
+                "Content-Type", f"expected text/plain or application/json, got {ctype}"
+            )
+        return self.parse_json(self.read_payload(row, idx))
+
+    def parse(self, payload: dict[str, Any]) -> str:
+        """`{"text": "..."}` to the cleaned review."""
+        if "text" not in payload:
+            raise RequestError("text", 'missing: send {"text": "..."}')
+        text = payload["text"]
+        if not isinstance(text, str):
+            raise RequestError("text", f"must be a string, got {type(text).__name__}")
+        return self.parse_text(text, "text")
+
+    def parse_text(self, text: str, field: str = "body") -> str:
+        """Checks size and Unicode, applies the training-time cleaning; empty is an error."""
+        try:
+            # JSON can carry lone surrogates ("\\ud800"), which the tokenizer would raise on.
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            raise RequestError(field, f"not valid Unicode (lone surrogate at {e.start})") from None
+        # Also bounds a chunked JSON body, which has no Content-Length to check up front.
+        limit = self.config["max_body_bytes"]
+        if size > limit:
+            raise RequestError(field, f"{size} bytes exceeds {limit}", 413)
+        text = clean_text(text, self.rules)
+        if not text:
+            raise RequestError(field, "the text is empty or whitespace only")
+        return text
+
+    def collate(self, items: list[str]) -> tuple[Tensor, Tensor]:
+        """(B, T) input_ids and attention_mask: one tokenizer call for the batch, each review
+        cut to max_length tokens (head + tail), padded to the longest review of the batch."""
+        ids = self.tokenizer(items, verbose=False)["input_ids"]
+        ids = [head_tail(t, self.max_length, self.head_tokens) for t in ids]
+        enc = self.tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+
+    def forward(self, items: list[str]) -> list[dict[str, Any]]:
+        """collate -> one model call -> respond, with TorchScript's profiling executor off.
+
+        Every batch has its own (B, T) shape, and the profiling executor re-specialises the
+        graph for each new shape: on CPU that made a call several times slower and gains
+        nothing for these matmul-bound layers.
+        """
+        with torch.jit.optimized_execution(False):
+            return super().forward(items)
+
+    def respond(self, logits: Tensor, items: list[str]) -> list[dict[str, Any]]:
+        """Softmax over the labels, one result per review."""
+        probs = torch.softmax(logits, dim=-1)  # (B, C)
+        labels = self.meta["labels"]
+        results = []
+        for p in probs:
+            top = int(p.argmax())
+            results.append(
+                {
+                    "label": labels[top],
+                    "score": round(float(p[top]), 6),
+                    "probabilities": {k: round(float(v), 6) for k, v in zip(labels, p.tolist())},
+                }
+            )
+        return results
