@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 import torch
-import torchmdnet.extensions.ops  # noqa: F401  registers torch.ops.torchmdnet.* used by model.pt
 from torch import Tensor
 
 from json_batch_handler import JsonBatchHandler, RequestError
@@ -70,9 +69,8 @@ class MoleculeEnergyHandler(JsonBatchHandler):
     def warm_up(self) -> float:
         """Runs the request path (parse, one batch, energy and forces) before READY.
 
-        The first call loads or compiles warp's neighbour-list kernel (seconds without warp's
-        kernel cache), and autograd runs the custom neighbour op's backward for the first time;
-        both would otherwise land on the first user.
+        The first calls of each path (energy; energy and forces through autograd) allocate and
+        set up what later calls reuse; that would otherwise land on the first user.
         """
         start = time.perf_counter()
         one = self.parse({"z": WARMUP_Z, "pos": WARMUP_POS})

@@ -2,6 +2,11 @@
 
 `build_et` makes torchmd-net's own `TorchMD_Net` (ET representation + scalar head) from the model
 config; `EnergyModel` wraps it for export so that one scripted module gives total U0 and forces.
+
+torchmd-net finds neighbours with a warp kernel (`torch.ops.torchmdnet.warp_neighbor_*`), which
+a scripted model can only run where torchmd-net and warp-lang (390 MB) are installed, and whose
+launch costs milliseconds per call on a CPU. `NeighborPairs` gives the same pairs in plain torch
+ops; `build_et` puts it in the ET's place, so the scripted model needs torch alone.
 """
 
 from typing import Optional
@@ -59,7 +64,48 @@ def build_et(
         "output_model": "Scalar",
         "reduce_op": reduce_op,
     }
-    return create_model(args)
+    net = create_model(args)
+    rep = net.representation_model
+    rep.distance = NeighborPairs(rep.distance.cutoff_lower, rep.distance.cutoff_upper)
+    return net
+
+
+class NeighborPairs(nn.Module):
+    """torchmd-net's `OptimizedDistance` as the ET configures it, in plain torch ops.
+
+    Same pairs as its brute-force kernel with loop=True, include_transpose=True and
+    resize_to_fit=True: every (i, i) once with a zero vector, and every i != j of one molecule
+    with cutoff_lower <= |pos_i - pos_j| < cutoff_upper as (i, j) and (j, i). The order of the
+    pairs differs (the kernel's is nondeterministic anyway). Distances of self pairs are 0 with a
+    zero gradient, like the kernel's backward. O(N^2) pairs per batch, for small molecules.
+    `box` is kept as a buffer so that state dicts saved with the original module load as is.
+    """
+
+    def __init__(self, cutoff_lower: float, cutoff_upper: float) -> None:
+        super().__init__()
+        self.cutoff_lower = float(cutoff_lower)
+        self.cutoff_upper = float(cutoff_upper)
+        self.register_buffer("box", torch.zeros(3, 3), persistent=True)
+
+    def forward(
+        self, pos: Tensor, batch: Optional[Tensor] = None, box: Optional[Tensor] = None
+    ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        if box is not None:
+            raise ValueError("NeighborPairs has no periodic boundary conditions")
+        n = pos.size(0)
+        if batch is None:
+            batch = torch.zeros(n, dtype=torch.long, device=pos.device)
+        ij = torch.tril_indices(n, n, device=pos.device)  # row i >= column j
+        ij = ij[:, batch[ij[0]] == batch[ij[1]]]
+        vec = pos[ij[0]] - pos[ij[1]]
+        d2 = (vec * vec).sum(-1)
+        loop = ij[0] == ij[1]
+        keep = (d2 < self.cutoff_upper**2) & (loop | (d2 >= self.cutoff_lower**2))
+        ij, vec, d2, loop = ij[:, keep], vec[keep], d2[keep], loop[keep]
+        dist = torch.where(loop, torch.zeros_like(d2), torch.where(loop, 1.0, d2).sqrt())
+        pair = ~loop
+        edge_index = torch.cat([ij, ij[:, pair].flip(0)], dim=1)
+        return edge_index, torch.cat([dist, dist[pair]]), torch.cat([vec, -vec[pair]])
 
 
 class EnergyModel(nn.Module):

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-import torchmdnet.extensions.ops  # noqa: F401  registers the ops model.pt calls
 from hydra.utils import get_method
 
 from scripts.build_mar import build
