@@ -19,6 +19,15 @@ log = logging.getLogger(__name__)
 PHRASES = {400: "Bad Request", 413: "Payload Too Large"}
 
 
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """Tensors moved to `device`, recursively through tuples and lists; anything else as is."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(x, device) for x in obj)
+    return obj
+
+
 class Instances(list):
     """The items of one Vertex AI style request, `{"instances": [...]}`, answered as one
     `{"predictions": [...]}`. `parse_request` returns it instead of a single item."""
@@ -147,8 +156,19 @@ class JsonBatchHandler(BaseHandler):
         raise NotImplementedError
 
     def forward(self, items: list[Any]) -> list[Any]:
-        """collate -> one model call -> respond."""
-        return self.respond(self.model(*self.collate(items)), items)
+        """collate -> one model call -> respond.
+
+        On an accelerator (BaseHandler sets `self.device` to cuda:<gpu_id> when the worker has
+        a GPU, and loads the TorchScript file there), the collated inputs go to the device and
+        the outputs come back to the CPU, so `collate` and `respond` never see a device. On CPU
+        nothing is copied.
+        """
+        inputs = self.collate(items)
+        device = getattr(self, "device", None)
+        if device is None or torch.device(device).type == "cpu":
+            return self.respond(self.model(*inputs), items)
+        outputs = self.model(*to_device(inputs, device))
+        return self.respond(to_device(outputs, "cpu"), items)
 
     def preprocess(self, data: list[dict]) -> dict[str, Any]:
         """Parses every request; keeps the good ones and the error of each bad one."""

@@ -108,8 +108,9 @@ class TextClassifierHandler(JsonBatchHandler):
             return super().forward(items)
 
     def respond(self, logits: Tensor, items: list[str]) -> list[dict[str, Any]]:
-        """Softmax over the labels, one result per review."""
-        probs = torch.softmax(logits, dim=-1)  # (B, C)
+        """Softmax over the labels, one result per review (in float32: a bf16 model's logits
+        would round the probabilities to 3 digits)."""
+        probs = torch.softmax(logits.float(), dim=-1)  # (B, C)
         labels = self.meta["labels"]
         results = []
         for p in probs:
