@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
-        bench lint clean image image-train image-test online-init online-arrive online-step \
+        bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile pools loadtest profile
 
 help: ## Show this help
@@ -124,6 +124,9 @@ image: archive ## Build the serving image with podman (base image and wheelhouse
 image-train: venv ## Build the training image (docker/wheelhouse.sh requirements/train.txt first)
 	docker/base-image.sh
 	docker/podman.sh build --network host --format docker --target train -t $(TRAIN_IMAGE) .
+
+image-train-test: venv ## Run the training image on a short real job (mirror mounted, no network); checks its export
+	$(PY) scripts/image_train_test.py --image $(TRAIN_IMAGE)
 
 image-test: venv java archive examples ## Build the image, run it Cloud Run/Vertex-style, compare with a local server (opt-in: root + podman)
 	$(PY) scripts/image_test.py --image $(IMAGE)

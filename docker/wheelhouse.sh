@@ -23,8 +23,18 @@ if [ -n "$index" ]; then
     echo "note: $index unreachable; torch must come from pip's configured indexes" >&2
   fi
 fi
+# Pure-Python packages that PyPI has only as source (torchmd-net 3.1.0, and hydra-core's
+# antlr4 runtime): their wheels are platform independent, so build them here first; the
+# binary-only download below then finds them in $out.
+sdist_only=()
+pin=$(grep -hiE '^torchmd-net==' "$req" || true)
+[ -n "$pin" ] && sdist_only+=("$pin")
+grep -qiE '^hydra-core==' "$req" && sdist_only+=("antlr4-python3-runtime==4.9.3")
+if [ ${#sdist_only[@]} -gt 0 ]; then
+  $PIP wheel --no-deps --wheel-dir "$out" --quiet "${sdist_only[@]}"
+fi
 # The image's Python is Debian bookworm's 3.11 on x86_64 (glibc 2.36): binary wheels only.
-$PIP download --dest "$out" --only-binary=:all: --python-version 3.11 \
+$PIP download --dest "$out" --find-links "$out" --only-binary=:all: --python-version 3.11 \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform linux_x86_64 \
   "${extra[@]}" -r "$req" --quiet
