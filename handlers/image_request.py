@@ -1,0 +1,108 @@
+"""Image bytes to a uint8 (3, H, W) RGB tensor, with the limits checked before pixels are decoded.
+
+The decode rules match train/image_data.py (tests/unit/test_flowers_data.py compares them on the
+real photos), so the model sees the same tensor in training and in serving.
+"""
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from json_batch_handler import RequestError
+
+
+@dataclass
+class ImageItem:
+    """One decoded image and its requested k (None: the request's or the config's default)."""
+
+    image: Tensor
+    k: Optional[int] = None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB; transparent pixels are composited over white, not dropped."""
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16-bit and float greyscale: scale the full range to 8 bits (convert("L") clips).
+        arr = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def decode_image(
+    data: bytes,
+    max_pixels: int,
+    draft: Optional[int],
+    formats: Optional[list[str]] = None,
+    field: str = "body",
+) -> Tensor:
+    """Decodes one image to uint8 (3, H, W) or raises RequestError naming `field`.
+
+    `Image.open` reads only the header, so the pixel count is checked before any pixel is
+    decoded (a decompression bomb costs a few bytes of reading). Only `formats` are tried, so
+    no exotic decoder (EPS runs Ghostscript) is reachable from a request.
+    """
+    if not data:
+        raise RequestError(field, "empty: expected image bytes (JPEG, PNG, WebP, ...)")
+    try:
+        with Image.open(io.BytesIO(data), formats=formats) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise RequestError(field, f"{w}x{h} = {w * h} pixels exceeds {max_pixels}", 413)
+            if draft and im.format == "JPEG":
+                im.draft("RGB", (draft, draft))
+            im.load()
+            rgb = to_rgb(ImageOps.exif_transpose(im))
+    except RequestError:
+        raise
+    except UnidentifiedImageError:
+        allowed = ", ".join(formats) if formats else "any Pillow format"
+        raise RequestError(field, f"not an image in a supported format ({allowed})") from None
+    except Image.DecompressionBombError as e:
+        raise RequestError(field, str(e), 413) from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure is the client's bad bytes
+        raise RequestError(field, f"could not decode the image: {e}") from None
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def b64_bytes(value: Any, max_bytes: int, field: str = "b64") -> bytes:
+    """Decodes standard or URL-safe base64 (a data: URL prefix is allowed), size-checked first."""
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        value = value["b64"]  # TF Serving style {"b64": "..."} nested under a name
+    if not isinstance(value, str):
+        raise RequestError(field, f"must be a base64 string, got {type(value).__name__}")
+    if value.startswith("data:") and "," in value:
+        value = value.split(",", 1)[1]
+    value = "".join(value.split())
+    if len(value) * 3 // 4 > max_bytes:
+        raise RequestError(field, f"about {len(value) * 3 // 4} bytes exceeds {max_bytes}", 413)
+    altchars = b"-_" if ("-" in value or "_" in value) else None
+    value += "=" * (-len(value) % 4)  # clients often strip the padding
+    try:
+        return base64.b64decode(value, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(field, f"not valid base64: {e}") from None
+
+
+def topk_value(value: Any, num_classes: int, field: str = "topk") -> int:
+    """Parses k (int, or a digit string from a query or form field); clamps it to the classes."""
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestError(field, f"must be a positive integer, got {value!r}")
+    return min(value, num_classes)
