@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import get_method
 from PIL import Image
 
 from scripts.build_mar import build
 from scripts.tsctl import http, token
-from tests.conftest import mirror, tiny_cfg
 from tests.e2e.conftest import start_server, stop_server
 from train.image_data import ImageSet, decode_image
 
@@ -27,15 +25,11 @@ MODELS = ["flowers_vit", "flowers_cnn"]
 
 
 @pytest.fixture(scope="module")
-def flowers(tmp_path_factory):
+def flowers(tiny_run, tmp_path_factory):
     """Tiny runs of both models on a few real photos per class, archived and served."""
-    if mirror() is None:
-        pytest.skip("DATA_MIRROR is not set")
-    art = tmp_path_factory.mktemp("flowers_artifacts")
     cfgs = {}
     for name in MODELS:
-        cfgs[name] = tiny_cfg(name, art, "trainer.max_epochs=1", "data.max_per_class=10")
-        get_method(cfgs[name].runner)(cfgs[name])
+        art, cfgs[name] = tiny_run(name)
     store = tmp_path_factory.mktemp("flowers_store")
     for name in MODELS:
         build(name, art, store)

@@ -7,36 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import get_method
 from transformers import AutoTokenizer
 
 from scripts.build_mar import build
-from tests.conftest import mirror, tiny_cfg
+from tests.conftest import mirror
 from tests.e2e.conftest import start_server, stop_server
 from train.imdb import Batcher
 from train.text_data import balanced_sample, clean_text, read_split
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NAMES = ["imdb_bert", "imdb_bert_int8"]
-TINY = [
-    "trainer.max_epochs=1",
-    "data.train_samples=32",
-    "data.test_samples=16",
-    "data.max_length=64",
-    "data.train_max_length=64",
-    "data.batch_size=16",
-]
 
 
 @pytest.fixture(scope="module")
-def imdb_server(tmp_path_factory):
-    if mirror() is None:
-        pytest.skip("DATA_MIRROR is not set")
-    artifacts = tmp_path_factory.mktemp("imdb_artifacts")
-    # imdb_bert_int8 trains imdb_bert first (its artifact is missing), then quantizes it.
-    cfg = tiny_cfg("imdb_bert_int8", artifacts, *TINY)
-    metrics = get_method(cfg.runner)(cfg)
-    assert metrics["test_samples"] == 16 and (artifacts / "imdb_bert" / "model.pt").exists()
+def imdb_server(tiny_run, tmp_path_factory):
+    # The tiny imdb_bert_int8 run (tests/e2e/conftest.py) trains imdb_bert first, then quantizes.
+    artifacts, _ = tiny_run("imdb_bert_int8")
+    assert (artifacts / "imdb_bert" / "model.pt").exists()
     store = tmp_path_factory.mktemp("imdb_store")
     for name in NAMES:
         build(name, artifacts, store)

@@ -1,4 +1,5 @@
-"""CI smoke load test: the real locustfile against the e2e torchserve, every model it serves."""
+"""CI smoke load test: the real locustfile against a real torchserve serving every model of
+model_archives/ (tiny training runs), with real payload pools."""
 
 import json
 import os
@@ -7,10 +8,21 @@ import sys
 
 import pytest
 
-from scripts.tsctl import ROOT, http, token
+from scripts.tsctl import ROOT, http, model_names, token
+from tests.e2e.conftest import start_server, stop_server
 from train.payload_pools import POOLS, write_pools
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(every_model_store, tiny_artifacts, tmp_path_factory):
+    """One torchserve with every model, as `make serve` starts them."""
+    names = model_names(every_model_store)
+    workdir = tmp_path_factory.mktemp("smoke_ts")
+    srv = start_server(every_model_store, workdir, tiny_artifacts, names)
+    yield srv
+    stop_server(srv)
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +30,10 @@ def served(server) -> list[str]:
     """The models the session server has registered (GET /models)."""
     status, body = http(f"{server.management}/models", token("management", server.key_file))
     assert status == 200, body
-    return sorted(m["modelName"] for m in json.loads(body)["models"])
+    names = sorted(m["modelName"] for m in json.loads(body)["models"])
+    every = sorted(p.parent.name for p in (ROOT / "model_archives").glob("*/archive.yaml"))
+    assert names == every, "the smoke server must serve every model of model_archives/"
+    return names
 
 
 @pytest.fixture(scope="module")

@@ -10,39 +10,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from hydra.utils import get_method
 
 from scripts.build_mar import build
 from scripts.tsctl import token
-from tests.conftest import mirror, tiny_cfg
 from tests.e2e.conftest import start_server, stop_server
 from train.qm9 import load_splits
 from train.qm9_data import loader, to_request, to_xyz
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# A tiny ET: the pipeline, not the accuracy.
-TINY = [
-    "data.limit=120",
-    "trainer.max_epochs=1",
-    "trainer.max_time=null",
-    "model.net.embedding_dimension=16",
-    "model.net.num_layers=1",
-    "model.net.num_rbf=8",
-    "model.net.num_heads=2",
-]
-
 
 @pytest.fixture(scope="module")
-def qm9(tmp_path_factory):
-    """Trains and exports the tiny qm9_et, builds its .mar and serves it."""
-    if mirror() is None:
-        pytest.skip("DATA_MIRROR is not set")
+def qm9(tiny_run, tmp_path_factory):
+    """The tiny qm9_et (tests/e2e/conftest.py: a small ET, one epoch), archived and served."""
     if shutil.which("java") is None:
         pytest.fail("java is not installed: run scripts/ensure_java.sh")
-    artifacts = tmp_path_factory.mktemp("qm9_artifacts")
-    cfg = tiny_cfg("qm9_et", artifacts, *TINY)
-    get_method(cfg.runner)(cfg)
+    artifacts, cfg = tiny_run("qm9_et")
     store = tmp_path_factory.mktemp("qm9_store")
     build("qm9_et", artifacts, store)
     started = time.perf_counter()
