@@ -47,7 +47,7 @@ class ImageClassifierHandler(JsonBatchHandler):
         self.labels: list[str] = self.meta["labels"]
         # TorchScript's profiling executor optimises each path on its first calls: one photo
         # (or photos of one size, resized together) and photos of different sizes.
-        photo = torch.zeros(3, 192, 256, dtype=torch.uint8)
+        photo = torch.zeros(3, 192, 256, dtype=torch.uint8, device=self.device)
         with torch.inference_mode():
             for _ in range(2):
                 self.model([photo])

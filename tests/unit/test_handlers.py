@@ -217,3 +217,19 @@ def test_disjoint_union_equals_pyg_batch():
     pyg = Batch.from_data_list([Data(x=g.x, edge_index=g.edge_index) for g in graphs])
     for a, b in zip(ours, (pyg.x, pyg.edge_index, pyg.batch)):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_torch_threads_from_model_config(tmp_path, threads):
+    """handler.torch_threads sets the worker's intra-op threads; None leaves torch's default."""
+    meta = {"feature_dim": 5, "normalize": "row_sum", "labels": LABELS}
+    model_dir = make_model_dir(tmp_path / "cora", GCN(5, 4, 3, 0.5), meta)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        handler = NodeClassifierHandler()
+        handler.initialize(make_context(model_dir, "cora_gcn", {"torch_threads": threads}))
+        assert torch.get_num_threads() == (threads or 2)
+        assert handler.config["torch_threads"] == threads
+    finally:
+        torch.set_num_threads(before)
