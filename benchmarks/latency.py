@@ -268,7 +268,12 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        local = {n: in_process(n, args.store / f"{n}.mar", work, args.seconds) for n in names}
+        local = {}
+        threads = torch.get_num_threads()
+        for n in names:
+            # A handler's torch_threads (model-config.yaml) must not carry over to the next model.
+            torch.set_num_threads(threads)
+            local[n] = in_process(n, args.store / f"{n}.mar", work, args.seconds)
         (work / "ts").mkdir()
         server = start_server(args.store, work / "ts", args.store, names)
         try:

@@ -14,7 +14,7 @@ like with like.
 Writes benchmarks/profile.json (everything measured), benchmarks/report.md and
 benchmarks/plots/*.png; raw Locust output goes to benchmarks/runs/ (not committed).
 Usage: python -m benchmarks.profile [--models a b] [--settings s t] [--users 1 2 4]
-       [--seconds 10] [--report-only]
+       [--seconds 6] [--report-only]
 """
 
 import argparse
@@ -48,6 +48,7 @@ SUMMARY = BENCH / "profile.json"
 POOL = ROOT / "loadtests" / "pool"
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 USERS = (1, 2, 4, 8, 16, 32)
+SECONDS = 6.0
 COMMAND = "make profile"
 
 
@@ -103,7 +104,22 @@ SETTINGS = [
         models=(*GRAPH, "flowers"),
     ),
     Setting("threads1_quiet_workers2", f"{QUIET}, 2 workers per model", ONE, None, None, 2, True),
+    # Against the committed (tuned) defaults: maxBatchDelay 1 ms, torch_threads 1 for the
+    # graph and QM9 models (model-config.yaml), TorchServe's own log config.
+    Setting("delay5", "max batch delay 5 ms (the value before tuning)", max_batch_delay=5),
+    Setting(
+        "batch1",
+        "batch size 1 (no dynamic batching)",
+        batch_size=1,
+        max_batch_delay=0,
+        models=GRAPH,
+    ),
+    Setting("workers2", "2 workers per model", workers=2),
 ]
+# What `make profile` sweeps unless --settings names others: about 35 minutes for the eight
+# models on 2 cores. The threads1* settings (1 torch thread through OMP_NUM_THREADS, a quiet
+# frontend log) are what the tuning was chosen from: benchmarks/results/before_tuning/.
+DEFAULT_SETTINGS = ("default", "delay5", "batch1", "workers2")
 
 # TorchServe 0.12's own log4j2.xml with the org.pytorch.serve logger at WARN and not repeated
 # through the root logger; the access log stays, and so do the per-batch metric lines of
@@ -571,6 +587,7 @@ def profile(
     """Measures everything; returns the dict that profile.json holds."""
     result: dict[str, Any] = {
         "command": COMMAND,
+        "argv": " ".join(["python -m benchmarks.profile", *sys.argv[1:]]),
         "machine": machine(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_average_before": [round(v, 2) for v in os.getloadavg()],
@@ -626,6 +643,7 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def pass_info(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "models": sorted({r["model"] for r in result["runs"]}),
+        "argv": result.get("argv"),
         **{
             k: result[k]
             for k in ("started", "finished", "load_average_before", "load_average_after")
@@ -638,9 +656,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--store", type=Path, default=ROOT / "model_store")
     parser.add_argument("--pool", type=Path, default=POOL)
     parser.add_argument("--models", nargs="*", help="default: every .mar with a payload pool")
-    parser.add_argument("--settings", nargs="*", help=f"default: {[s.name for s in SETTINGS]}")
+    parser.add_argument(
+        "--settings", nargs="*", help=f"of {[s.name for s in SETTINGS]}; default {DEFAULT_SETTINGS}"
+    )
     parser.add_argument("--users", nargs="*", type=int, default=list(USERS))
-    parser.add_argument("--seconds", type=float, default=10.0, help="per run, after ramp-up")
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="per run, after ramp-up")
     parser.add_argument("--runs", type=Path, default=RUNS)
     parser.add_argument("--out", type=Path, default=BENCH, help="report.md, plots/, profile.json")
     parser.add_argument("--report-only", action="store_true", help="redo the report from JSON")
@@ -655,7 +675,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         pool_index = json.loads((args.pool / "index.json").read_text())
         names = args.models or [n for n in model_names(args.store) if n in pool_index]
         by_name = {s.name: s for s in SETTINGS}
-        settings = [by_name[s] for s in args.settings] if args.settings else SETTINGS
+        settings = [by_name[s] for s in args.settings or DEFAULT_SETTINGS]
         result = profile(
             names, settings, args.users, args.seconds, args.store, args.pool, args.runs
         )
