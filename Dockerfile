@@ -47,8 +47,10 @@ RUN --mount=type=bind,source=docker,target=/tmp/docker \
  && python -c "import torch; assert not torch.version.cuda, 'serve needs the CPU torch build'"
 
 # What serving never uses: pip itself, C++ headers, test libraries and tools of torch, and the
-# bytecode of the ~400 model families transformers ships (the few a tokenizer imports compile
-# in memory at worker start; the rest are never imported).
+# model code of the ~550 model families transformers ships (modeling_*.py, and modular_*.py,
+# which only generates code). The handlers build a BERT tokenizer, and AutoTokenizer imports
+# each family's package and tokenizer module while it looks the class up (`align` before
+# `bert`), so those stay. `make image-test` runs the BERT handler in the image.
 FROM venv AS serve-venv
 RUN pip uninstall -y -q pip setuptools wheel \
  && cd /opt/venv/lib/python3.11/site-packages \
@@ -56,6 +58,8 @@ RUN pip uninstall -y -q pip setuptools wheel \
       torch/lib/libjitbackend_test.so torch/lib/libtorchbind_test.so \
       torch/lib/libaoti_custom_ops.so torch/lib/libbackend_with_compiler.so \
  && find torch/bin -type f ! -name torch_shm_manager -delete \
+ && find transformers/models -mindepth 2 \( -name 'modeling_*.py' -o -name 'modular_*.py' \) \
+      ! -path '*/models/auto/*' ! -path '*/models/bert/*' -delete \
  && find transformers/models -mindepth 2 -name __pycache__ -prune -exec rm -rf {} +
 
 # Training job image (Vertex AI custom job, Cloud Build tests): the training stack on top of

@@ -18,6 +18,7 @@ CONTAINER_ENGINE=docker.
 """
 
 import argparse
+import base64
 import hashlib
 import json
 import math
@@ -200,6 +201,15 @@ def stop(name: str) -> None:
     engine("rm", "-f", name, check=False)
 
 
+def instance(body: bytes, content_type: str) -> dict[str, Any]:
+    """The example as one Vertex AI instance: JSON as is, text as {"text"}, images as {"b64"}."""
+    if content_type == "application/json":
+        return json.loads(body)
+    if content_type.startswith("text/"):
+        return {"text": body.decode("utf-8")}
+    return {"b64": base64.b64encode(body).decode("ascii")}
+
+
 def cloud_run_like(image: str, models: list[str], examples: dict, expected: dict) -> None:
     """PORT set, IAM in front (TOKEN_AUTH=off), read-only root, only PORT published."""
     print("Cloud Run-like run: PORT=9090 TOKEN_AUTH=off --read-only --tmpfs /tmp")
@@ -223,9 +233,7 @@ def cloud_run_like(image: str, models: list[str], examples: dict, expected: dict
             status, got = post(f"{base}/predictions/{m}", body, ex["content_type"])
             ok = status == expected[m][0] == 200 and same(got, expected[m][1])
             report(ok, f"{m}: /predictions answer equals the local server's ({status})")
-            if ex["content_type"] != "application/json":
-                continue  # the envelope carries JSON instances only
-            envelope = json.dumps({"instances": [json.loads(body)]}).encode()
+            envelope = json.dumps({"instances": [instance(body, ex["content_type"])]}).encode()
             for route in (f"/predictions/{m}", f"/v1/models/{m}:predict"):
                 status, got = post(f"{base}{route}", envelope, "application/json")
                 ok = status == 200 and same(got, {"predictions": [expected[m][1]]})
