@@ -47,7 +47,6 @@ import threading
 import time
 import urllib.request
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -265,23 +264,11 @@ def payloads(spec: dict, art: Path) -> tuple[list[bytes], str]:
 
 
 def load_service(mar: Path, workdir: Path, gpu_id: int | None, batch: int) -> Any:
-    """Unpacks a .mar and loads it as a TorchServe worker does (as benchmarks/latency.py)."""
-    import ts
-    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-    from ts.model_loader import ModelLoaderFactory
+    """benchmarks.latency.load_service (a .mar loaded as a TorchServe worker does), imported
+    here so that this module loads without torchserve."""
+    from benchmarks.latency import load_service as load
 
-    model_dir = workdir / mar.stem
-    with zipfile.ZipFile(mar) as z:
-        z.extractall(model_dir)
-    manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
-    metrics = MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
-    metrics.initialize_cache()
-    sys.path.insert(0, str(model_dir))
-    loader = ModelLoaderFactory.get_model_loader()
-    return loader.load(
-        mar.stem, str(model_dir), manifest["model"]["handler"], gpu_id, batch,
-        metrics_cache=metrics,
-    )  # fmt: skip
+    return load(mar, workdir, gpu_id, batch)
 
 
 def per_second(fn, n_items: int, device: torch.device, seconds: float) -> dict[str, float]:

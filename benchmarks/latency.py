@@ -24,7 +24,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import ts
@@ -60,8 +60,13 @@ def timed(fn: Callable[[], Any], seconds: float, min_iters: int = 20) -> list[fl
     return times
 
 
-def load_service(mar: Path, workdir: Path) -> Any:
-    """Unpacks a .mar and loads it as a TorchServe worker does; returns the Service."""
+def load_service(
+    mar: Path, workdir: Path, gpu_id: Optional[int] = None, batch_size: int = 32
+) -> Any:
+    """Unpacks a .mar and loads it as a TorchServe worker does; returns the Service.
+
+    gpu_id is what TorchServe gives a CUDA worker (benchmarks/gpu_profile.py); None is CPU.
+    """
     model_dir = workdir / mar.stem
     with zipfile.ZipFile(mar) as z:
         z.extractall(model_dir)
@@ -71,12 +76,11 @@ def load_service(mar: Path, workdir: Path) -> Any:
     # The worker process runs with the model dir on sys.path (handler modules import flat).
     sys.path.insert(0, str(model_dir))
     loader = ModelLoaderFactory.get_model_loader()
-    batch_size = 32
     return loader.load(
         mar.stem,
         str(model_dir),
         manifest["model"]["handler"],
-        None,
+        gpu_id,
         batch_size,
         metrics_cache=metrics,
     )

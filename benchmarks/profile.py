@@ -22,7 +22,6 @@ import contextlib
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -496,23 +495,13 @@ def in_process_all(names: list[str], store: Path, seconds: float) -> dict[str, A
 
 
 def machine() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
-    import torch
+    """make bench's machine description plus memory and the serving and load-test versions."""
+    from benchmarks.latency import machine as described
 
+    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        **described(),
         "memory_gib": round(int(mem) / 2**20, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
         "torchserve": _version("torchserve"),
         "locust": _version("locust"),
     }

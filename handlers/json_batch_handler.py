@@ -96,23 +96,28 @@ class JsonBatchHandler(BaseHandler):
         """The request body as TorchServe passes it: bytes, str, or already-parsed JSON."""
         return row.get("data") if row.get("data") is not None else row.get("body")
 
+    def read_text(self, row: dict, field: str = "body") -> Any:
+        """The body with raw bytes decoded: at most max_body_bytes (else 413), UTF-8 (else 400).
+
+        Anything else (a str, or JSON that TorchServe already parsed) comes back as is.
+        """
+        body = self.body(row)
+        if not isinstance(body, (bytes, bytearray)):
+            return body
+        limit = self.config["max_body_bytes"]
+        if len(body) > limit:
+            raise RequestError(field, f"{len(body)} bytes exceeds {limit}", 413)
+        try:
+            return bytes(body).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RequestError(field, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
     def read_payload(self, row: dict, idx: int) -> dict[str, Any]:
         """Returns the request's JSON object or raises RequestError (Content-Type, size, syntax)."""
         ctype = self.content_type(idx)
         if ctype and ctype != "application/json":
             raise RequestError("Content-Type", f"expected application/json, got {ctype}")
-        body = self.body(row)
-        if isinstance(body, (bytes, bytearray)):
-            if len(body) > self.config["max_body_bytes"]:
-                raise RequestError(
-                    "body", f"{len(body)} bytes exceeds {self.config['max_body_bytes']}", 413
-                )
-            try:
-                body = body.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise RequestError(
-                    "body", f"not valid UTF-8 ({e.reason} at byte {e.start})"
-                ) from None
+        body = self.read_text(row)
         if isinstance(body, str):
             if not body.strip():
                 raise RequestError("body", "empty request body")

@@ -86,16 +86,7 @@ class MoleculeEnergyHandler(JsonBatchHandler):
         """XYZ text for text/plain bodies, JSON otherwise; an X-Forces header applies to either."""
         asked = self.header(idx, "X-Forces")
         if self.content_type(idx) in XYZ_TYPES:
-            body = self.body(row)
-            if isinstance(body, (bytes, bytearray)):
-                if len(body) > self.config["max_body_bytes"]:
-                    raise RequestError(
-                        "body", f"{len(body)} bytes exceeds {self.config['max_body_bytes']}", 413
-                    )
-                try:
-                    body = body.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise RequestError("body", f"not valid UTF-8 ({e.reason})") from None
+            body = self.read_text(row)
             if not isinstance(body, str):
                 raise RequestError("xyz", "expected the text of an .xyz file")
             item = from_xyz(body, self.limits)

@@ -16,7 +16,7 @@ a body over `max_body_bytes`. A bad request fails alone: the rest of its batch i
 from typing import Any
 
 import torch
-from text_request import clean_text, decode_text, head_tail
+from text_request import clean_text, head_tail
 from torch import Tensor
 from transformers import AutoTokenizer
 
@@ -57,7 +57,13 @@ class TextClassifierHandler(JsonBatchHandler):
             raise RequestError("body", f"{length} bytes exceeds {limit}", 413)
         ctype = self.content_type(idx)
         if ctype == "text/plain":
-            return self.parse_text(decode_text(self.body(row), limit))
+            # TorchServe hands text/* bodies over decoded when they are UTF-8, else raw bytes.
+            text = self.read_text(row)
+            if text is None:
+                raise RequestError("body", "empty request body")
+            if not isinstance(text, str):
+                raise RequestError("body", f"expected text, got {type(text).__name__}")
+            return self.parse_text(text)
         if ctype and ctype != "application/json":
             raise RequestError(
                 "Content-Type", f"expected text/plain or application/json, got {ctype}"

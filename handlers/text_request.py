@@ -1,11 +1,9 @@
-"""Text request helpers: UTF-8 decoding with precise errors, the exported cleaning rules, and
-the head+tail cut of long token sequences."""
+"""Text request helpers: the exported cleaning rules and the head+tail cut of long token
+sequences (body decoding is JsonBatchHandler.read_text)."""
 
 import re
 from collections.abc import Sequence
-from typing import Any, Optional
-
-from json_batch_handler import RequestError
+from typing import Optional
 
 
 def clean_text(text: str, rules: Sequence[Sequence[str]]) -> str:
@@ -17,26 +15,6 @@ def clean_text(text: str, rules: Sequence[Sequence[str]]) -> str:
     for pattern, repl in rules:
         text = re.sub(pattern, repl, text)
     return text.strip()
-
-
-def decode_text(body: Any, max_bytes: int, field: str = "body") -> str:
-    """A text/plain body as str: bytes must be UTF-8 and at most max_bytes long (else 413).
-
-    TorchServe hands over text/* bodies already decoded when they are valid UTF-8, and the
-    raw bytes when they are not.
-    """
-    if body is None:
-        raise RequestError(field, "empty request body")
-    if isinstance(body, str):
-        return body
-    if not isinstance(body, (bytes, bytearray)):
-        raise RequestError(field, f"expected text, got {type(body).__name__}")
-    if len(body) > max_bytes:
-        raise RequestError(field, f"{len(body)} bytes exceeds {max_bytes}", 413)
-    try:
-        return bytes(body).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RequestError(field, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
 
 
 def head_tail(ids: list[int], max_length: int, head: Optional[int]) -> list[int]:

@@ -6,24 +6,13 @@ import math
 import pytest
 import torch
 
-from molecule_energy import MoleculeEnergyHandler
+from molecule_energy import WARMUP_POS, WARMUP_Z, MoleculeEnergyHandler
 from tests.unit.conftest import JSON, call, make_context, make_model_dir
 from train.qm9_model import EnergyModel, build_et
 
 XYZ = {"Content-Type": "text/plain"}
-# Ethanol-like geometry (Å), hand-made: 3 heavy atoms and 6 hydrogens.
-Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]
-POS = [
-    [-0.0118, 1.5136, 0.0],
-    [0.0, 0.0, 0.0],
-    [-1.3383, -0.4726, 0.0],
-    [1.0214, 1.8959, 0.0],
-    [-0.5311, 1.8845, 0.8841],
-    [-0.5311, 1.8845, -0.8841],
-    [0.5159, -0.3665, 0.8913],
-    [0.5159, -0.3665, -0.8913],
-    [-1.3433, -1.4370, 0.0],
-]
+# The handler's own warm-up molecule (ethanol, Å): 3 heavy atoms and 6 hydrogens.
+Z, POS = WARMUP_Z, WARMUP_POS
 SYM = ["C", "C", "O", "H", "H", "H", "H", "H", "H"]
 METHANE = {
     "z": [6, 1, 1, 1, 1],
