@@ -9,6 +9,13 @@ PY     := $(BIN)/python
 # Every folder under model_archives/ is a served model: its name is the .mar, the URL and
 # the Locust user class.
 MODELS ?= $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard model_archives/*/archive.yaml)))))
+# The data mirror (README "Data"): DATA_MIRROR from the environment, else ../shared/data when
+# a mirror sits beside the checkout (as on the project's machines and in CI); with neither,
+# every dataset is downloaded from its own source.
+DATA_MIRROR ?= $(if $(wildcard ../shared/data/PROVENANCE.md),$(abspath ../shared/data))
+ifneq ($(DATA_MIRROR),)
+export DATA_MIRROR
+endif
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
