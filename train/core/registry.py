@@ -28,7 +28,10 @@ class ModelSpec:
     handler: str
     extra_files: tuple[str, ...] = ()
     artifact_files: tuple[str, ...] = ()
-    example: Optional[str] = None
+    example: Optional[str] = None  # hook (data cfg) -> (suffix, content type, body): make examples
+    pool: Optional[str] = None  # hook (data cfg, size, rng) -> [Payload]: make pools
+    requires: tuple[str, ...] = ()  # models whose artifacts this one's training reads
+    tiny: tuple[str, ...] = ()  # Hydra overrides of the e2e tests' tiny run
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -60,6 +63,9 @@ def spec(name: str, archives: Path = ARCHIVES) -> ModelSpec:
         extra_files=tuple(raw.get("extra_files", [])),
         artifact_files=tuple(raw.get("artifact_files", [])),
         example=raw.get("example"),
+        pool=raw.get("pool"),
+        requires=tuple(raw.get("requires", [])),
+        tiny=tuple(raw.get("tiny", [])),
         raw=raw,
     )
 
