@@ -7,8 +7,12 @@ photos at their own sizes, exactly as serving does.
 """
 
 import copy
+import io
+import json
 import math
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import kornia.augmentation as K
@@ -18,11 +22,13 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from kornia.geometry.transform import resize
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from train.common import export_torchscript, finish_logger, make_trainer
-from train.image_data import ImageSet
+from train.core.scores import plot_confusion, scores
+from train.image_data import ImageSet, decode_image
 from train.image_models import ImageClassifier, for_export
 from train.lit import BestWeights
 
@@ -114,32 +120,48 @@ class FlowerClassifier(L.LightningModule):
     def validation_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> None:
         self._eval(batch, "val")
 
-    def test_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> None:
-        self._eval(batch, "test")
 
-
-def per_class_accuracy(model: nn.Module, images: list[Tensor], y: Tensor, classes: list[str]):
-    """Test accuracy per class and the confusion matrix (rows: true, columns: predicted)."""
+def predict(model: nn.Module, images: list[Tensor]) -> Tensor:
+    """Top-1 class per photo through the model's own forward, in float32 as served."""
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(images[i : i + 64]).argmax(-1) for i in range(0, len(images), 64)])
-    confusion = torch.zeros(len(classes), len(classes), dtype=torch.long)
-    for t, p in zip(y.tolist(), pred.tolist()):
-        confusion[t, p] += 1
-    per_class = {
-        c: round(float(confusion[i, i] / confusion[i].sum()), 4) for i, c in enumerate(classes)
-    }
-    return per_class, confusion.tolist()
+        return torch.cat([model(images[i : i + 64]).argmax(-1) for i in range(0, len(images), 64)])
+
+
+def upscaled(photos: list[Tensor], long_side: int, draft: int) -> list[Tensor]:
+    """Each photo upscaled (Lanczos) to `long_side`, saved as a JPEG and decoded as served.
+
+    The mirror's copies are at most 256 px; the original Flickr photos are larger, so this is
+    how the served model meets full-size uploads, JPEG draft decoding included.
+    """
+    out = []
+    for x in photos:
+        h, w = x.shape[1:]
+        scale = long_side / max(h, w)
+        im = Image.fromarray(x.permute(1, 2, 0).numpy()).resize(
+            (round(w * scale), round(h * scale)), Image.Resampling.LANCZOS
+        )
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=90)
+        out.append(decode_image(buf.getvalue(), 10**9, draft))
+    return out
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Trains, tests and exports an image classifier; returns the test metrics."""
+    """Trains, validates and exports an image classifier; scores the test photos unless told not.
+
+    Every reported accuracy comes from the final weights' own float32 forward (EMA, flip
+    averaging), exactly as served, not from Lightning's loop (which runs under `precision`).
+    """
     run_start, run_cpu = time.perf_counter(), time.process_time()
+    if cfg.get("threads"):
+        # CPU kernels split their sums by thread, so the weights depend on the thread count:
+        # pinning it makes a run reproduce bit for bit on any machine of the same kind.
+        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     data = ImageSet(cfg.data, cfg.seed)
     train_x, train_y = data.subset("train")
     val_x, val_y = data.subset("val")
-    test_x, test_y = data.subset("test")
     size = cfg.model.input_size
     side = math.ceil(cfg.data.augment.canvas_scale * size)
     train_loader = DataLoader(
@@ -148,9 +170,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         shuffle=True,
         drop_last=len(train_y) > cfg.data.batch_size,
     )
-
-    def eval_loader(x: list[Tensor], y: Tensor) -> DataLoader:
-        return DataLoader(list(zip(x, y.tolist())), batch_size=64, collate_fn=collate_images)
+    del train_x  # the canvases are all that training reads
+    val_loader = DataLoader(
+        list(zip(val_x, val_y.tolist())), batch_size=64, collate_fn=collate_images
+    )
 
     net = instantiate(cfg.model.net, in_dim=3, num_classes=len(data.classes))
     model = ImageClassifier(
@@ -162,28 +185,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.to_container(cfg.optim, resolve=True),
     )
     # `last` keeps the annealed weights of the one-cycle schedule; `best_val` picks the epoch by
-    # val_acc, which on 150 photos mostly picks noise.
+    # val_acc instead.
     callbacks = [BestWeights("val_acc", "max")] if cfg.select == "best_val" else []
     trainer = make_trainer(cfg, callbacks)
     start, cpu = time.perf_counter(), time.process_time()
-    trainer.fit(module, train_loader, eval_loader(val_x, val_y))
+    trainer.fit(module, train_loader, val_loader)
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
-    val = trainer.validate(module, eval_loader(val_x, val_y), verbose=False)[0]
-    test = trainer.test(module, eval_loader(test_x, test_y), verbose=False)[0]
     finish_logger(trainer)
 
-    model = module.final_model().cpu().eval()
-    per_class, confusion = per_class_accuracy(model, test_x, test_y, data.classes)
-    metrics = {
+    model = module.final_model().cpu().float().eval()
+    val = scores(predict(model, val_x), val_y, data.classes)
+    metrics: dict[str, Any] = {
         "model": cfg.name,
         "dataset": cfg.data.name,
         "photos_in_folder": len(data.paths),
-        "val_acc": round(val["val_acc"], 4),
-        "test_acc": round(test["test_acc"], 4),
-        "test_acc_per_class": per_class,
-        "test_confusion": confusion,
         "split_sizes": {k: len(v) for k, v in data.split.items()},
+        "val_acc": val["acc"],
+        "val_acc_ci95": val["acc_ci95"],
+    }
+    metrics |= {
         "epochs": cfg.trainer.max_epochs,
+        "precision": str(cfg.trainer.get("precision", "32-true")),
         "weights": cfg.select,
         "ema": cfg.optim.get("ema"),
         "flip_tta": cfg.model.get("flip_tta", False),
@@ -196,6 +218,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "params": sum(p.numel() for p in net.parameters()),
         "seed": cfg.seed,
     }
+    metrics["val_confusion"] = val["confusion"]
     meta = {
         "name": cfg.name,
         "task": "image_classification",
@@ -208,7 +231,40 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "inputs": ["images: uint8 or float RGB, a (B, 3, H, W) tensor or a list of (3, H, W)"],
         "model_cfg": OmegaConf.to_container(cfg.model.net, resolve=True),
     }
-    export_image_model(model, test_x[:4], cfg.paths.artifacts, meta, metrics)
+    export_image_model(model, val_x[:4], cfg.paths.artifacts, meta, metrics)
+    if cfg.get("evaluate_test", True):
+        metrics = score_test(cfg, data)
+    return metrics
+
+
+def score_test(cfg: DictConfig, data: ImageSet | None = None) -> dict[str, Any]:
+    """Scores the test photos with the exported model.pt, as served; adds them to metrics.json.
+
+    Also `python -m train.flowers score experiment=<name>`, for a run made with
+    `evaluate_test=false` (a hyperparameter run that read only the validation photos).
+    """
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.paths.artifacts)
+    data = data or ImageSet(cfg.data, cfg.seed)
+    model = torch.jit.load(str(out / "model.pt")).eval()
+    test_x, test_y = data.subset("test")
+    test = scores(predict(model, test_x), test_y, data.classes)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics |= {
+        "test_acc": test["acc"],
+        "test_acc_ci95": test["acc_ci95"],
+        "test_acc_per_class": test["per_class"],
+        "test_confusion": test["confusion"],
+    }
+    # Full-size uploads: the same test photos upscaled past the mirror's 256 px.
+    for long_side in cfg.get("upscaled_test", []):
+        big = upscaled(test_x, long_side, cfg.data.decode.draft)
+        metrics[f"test_acc_upscaled_{long_side}"] = scores(
+            predict(model, big), test_y, data.classes
+        )["acc"]
+    plot_confusion(test, data.classes, cfg.name, out / "confusion.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -240,3 +296,15 @@ def flowers_example(data_cfg: Any) -> tuple[str, str, bytes]:
     """`example` hook for flowers_vit/flowers_cnn: the first test photo's JPEG bytes."""
     data = ImageSet(data_cfg, seed=42)  # configs/train.yaml's seed: the split training used
     return ".jpg", "image/jpeg", data.paths[data.split["test"][0]].read_bytes()
+
+
+def main(argv: list[str]) -> None:
+    from train.core.registry import compose_config
+
+    if not argv or argv[0] != "score":
+        sys.exit("usage: python -m train.flowers score experiment=flowers_cnn [hydra overrides]")
+    print(json.dumps(score_test(compose_config(argv[1:])), indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

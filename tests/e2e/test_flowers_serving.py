@@ -160,6 +160,24 @@ def test_grey_alpha_and_palette_photos(flowers, mode):
     assert_matches(body, scripted_probs(server, "flowers_vit", data), labels)
 
 
+@pytest.mark.parametrize("long_side", [640, 2400])
+def test_full_size_photos_are_served_like_the_model_decodes_them(flowers, long_side):
+    """Uploads larger than the mirror's 256 px copies, as the original Flickr photos are:
+    640 px decodes at full size, 2400 px through JPEG draft (1/4 scale or less)."""
+    server, photos, labels = flowers
+    for data in photos[::4]:
+        with Image.open(io.BytesIO(data)) as im:
+            scale = long_side / max(im.size)
+            big = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+        buf = io.BytesIO()
+        big.save(buf, "JPEG", quality=90)
+        upload = buf.getvalue()
+        for name in MODELS:
+            status, body, _ = post(server, name, upload, "image/jpeg")
+            assert status == 200, body
+            assert_matches(body, scripted_probs(server, name, upload), labels)
+
+
 def test_concurrent_photos_are_batched_and_each_gets_its_own_answer(flowers):
     server, photos, labels = flowers
     jobs = (photos * 4)[:24]

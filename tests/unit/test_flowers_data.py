@@ -36,6 +36,22 @@ def both(data: bytes, max_pixels: int = 10**7, draft: int | None = 256) -> torch
     return a
 
 
+def assert_split_properties(targets: list[int], split: dict[str, list[int]], fractions) -> None:
+    """Every photo in exactly one part, and each part holds its fraction of every class."""
+    parts = list(split.values())
+    everything = [i for part in parts for i in part]
+    assert sorted(everything) == list(range(len(targets)))  # complete, and no photo twice
+    assert all(set(a).isdisjoint(b) for j, a in enumerate(parts) for b in parts[j + 1 :])
+    y = torch.tensor(targets)
+    per_class = torch.bincount(y)
+    for name, idx in split.items():
+        counts = torch.bincount(y[idx], minlength=len(per_class))
+        # Stratified: within one photo of rounding of the class's own share (the last part
+        # takes the remainders of the parts before it).
+        expected = fractions[name] * per_class
+        assert ((counts - expected).abs() <= len(split)).all(), (name, counts, expected)
+
+
 def test_split_is_stratified_disjoint_complete_and_fixed():
     targets = [c for c in range(5) for _ in range(150)]
     fractions = {"train": 0.6, "val": 0.2, "test": 0.2}
@@ -43,21 +59,19 @@ def test_split_is_stratified_disjoint_complete_and_fixed():
     y = torch.tensor(targets)
     for name, n in [("train", 90), ("val", 30), ("test", 30)]:
         assert torch.bincount(y[split[name]], minlength=5).tolist() == [n] * 5
-    everything = split["train"] + split["val"] + split["test"]
-    assert sorted(everything) == list(range(750))
+    assert_split_properties(targets, split, fractions)
     assert split == stratified_split(targets, fractions, seed=42)
     assert split != stratified_split(targets, fractions, seed=1)
 
 
-def test_configured_split_keeps_the_test_photos_of_60_20_20():
-    """The default 0.7/0.1/0.2 split moves val photos into train; test is unchanged."""
-    targets = [c for c in range(5) for _ in range(150)]
+def test_configured_split_has_the_properties_on_unequal_classes():
+    """The configured fractions on classes of different sizes, as the full photo set has."""
     configured = dict(OmegaConf.load(CONFIGS / "data" / "flowers.yaml").split)
-    assert configured == {"train": 0.7, "val": 0.1, "test": 0.2}
-    new = stratified_split(targets, configured, seed=42)
-    old = stratified_split(targets, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=42)
-    assert new["test"] == old["test"]
-    assert set(old["train"]) < set(new["train"]) and set(new["val"]) < set(old["val"])
+    assert sum(configured.values()) == pytest.approx(1.0)
+    targets = [c for c, n in enumerate([613, 878, 621, 679, 779]) for _ in range(n)]
+    split = stratified_split(targets, configured, seed=42)
+    assert_split_properties(targets, split, configured)
+    assert split == stratified_split(targets, configured, seed=42)
 
 
 def test_split_keeps_remainders_and_caps_per_class():
@@ -82,24 +96,23 @@ def test_list_images_checks_the_expected_classes(tmp_path):
 
 
 @needs_mirror
-def test_mirror_split_has_90_30_30_per_class(tmp_path):
-    cfg = OmegaConf.create(
-        {
-            "name": "flowers",
-            "root": str(tmp_path),
-            "mirror": mirror(),
-            "path": None,
-            "labels": LABELS,
-            "split": {"train": 0.6, "val": 0.2, "test": 0.2},
-            "decode": {"max_pixels": 10**7, "draft": 256},
-        }
-    )
+def test_mirror_split_is_fixed_stratified_disjoint_and_complete(tmp_path):
+    """The configured split of every photo in the mirror (no count is hard-coded)."""
+    cfg = OmegaConf.load(CONFIGS / "data" / "flowers.yaml")
+    cfg.root, cfg.mirror = str(tmp_path), mirror()
     data = ImageSet(cfg, seed=42)
-    assert data.classes == LABELS and len(data.paths) == 750
-    assert {k: len(v) for k, v in data.split.items()} == {"train": 450, "val": 150, "test": 150}
+    on_disk = sorted(Path(mirror(), "flowers").glob("*/*.jpg"))
+    assert data.classes == LABELS and len(data.paths) == len(on_disk)
+    assert sorted(p.name for p in data.paths) == sorted(p.name for p in on_disk)
     assert all(p.is_symlink() for p in data.paths)  # linked, never copied from the mirror
-    images, y = data.subset("test")
-    assert images[0].dtype == torch.uint8 and torch.bincount(y).tolist() == [30] * 5
+    assert_split_properties(data.targets, data.split, dict(cfg.split))
+    again = ImageSet(cfg, seed=42)
+    assert again.split == data.split and again.paths == data.paths  # deterministic
+    # The test photos are what the seed says, not what the folder's listing order says.
+    test_names = {data.paths[i].name for i in data.split["test"]}
+    assert test_names != {again.paths[i].name for i in ImageSet(cfg, seed=7).split["test"]}
+    first = data.image(data.split["test"][0])
+    assert first.dtype == torch.uint8 and first.shape[0] == 3
 
 
 @needs_mirror

@@ -152,3 +152,13 @@ def test_ema_follows_the_weights_and_is_what_evaluates():
             cur = model.state_dict()[key]
             torch.testing.assert_close(value, 0.1 * start[key] + 0.9 * cur)
     assert FlowerClassifier(model, torch.nn.Identity(), {"ema": None}).final_model() is model
+
+
+def test_upscaled_photos_are_large_jpegs_decoded_as_served():
+    from train.flowers import upscaled
+
+    photo = images((180, 240))[0]
+    big, bigger = upscaled([photo], 512, draft=256)[0], upscaled([photo], 1024, draft=256)[0]
+    assert big.dtype == torch.uint8 and tuple(big.shape[1:]) == (384, 512)  # short side < 512
+    # 1024 x 768: at least twice the draft size on its short side, so decoded at 1/2 scale.
+    assert tuple(bigger.shape[1:]) == (384, 512)
