@@ -13,9 +13,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from request_error import RequestError
 from torch import Tensor
-
-from json_batch_handler import RequestError
 
 
 @dataclass

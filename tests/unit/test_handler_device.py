@@ -58,3 +58,27 @@ def test_forward_on_cpu_copies_nothing():
     del handler.device  # a handler used before BaseHandler.initialize has no device yet
     handler.forward(["a"])
     assert handler.seen[0] is handler.ids
+
+
+class GradProbe(Recorder):
+    """Records whether autograd was recording when the model ran."""
+
+    def __init__(self, grad: bool) -> None:
+        super().__init__()
+        self.grad = grad
+
+        def model(ids, images):
+            self.seen = [torch.is_grad_enabled(), torch.is_inference_mode_enabled()]
+            return torch.zeros(ids.shape[0], 2)
+
+        self.model = model
+
+    def needs_grad(self, items):
+        return self.grad
+
+
+def test_predict_records_autograd_only_when_the_handler_needs_it():
+    for grad in (False, True):
+        handler = GradProbe(grad)
+        handler.predict(["a", "b"])
+        assert handler.seen == [grad, not grad]

@@ -184,7 +184,6 @@ BAD = [
     (b'{"z": [6, 1], "pos": [[0, 0, 0], [0, 0, Infinity]]}', JSON, "pos", "not finite"),
     ({"z": [6, 1], "pos": [[0, 0, 0], [0, 0, 0.2]]}, JSON, "pos", "physical minimum"),
     ({"z": [], "pos": []}, JSON, "z", "zero atoms"),
-    ({"atoms": ["H"] * 13, "pos": [[i, 0, 0] for i in range(13)]}, JSON, "atoms", "limit of 12"),
     ({"z": [6], "pos": [[0, 0, "a"]]}, JSON, "pos", "not a number"),
     ({"z": [6], "pos": [[0, 0, 1e9]]}, JSON, "pos", "beyond"),
     ({"pos": [[0, 0, 0]]}, JSON, "z", "missing"),
@@ -213,6 +212,25 @@ def test_bad_input_is_400_naming_the_field(handler, body, headers, field, words)
     assert status == 400, err
     assert err["field"] == field, err
     assert words in err["error"], err
+    assert ok_status == 200 and math.isfinite(ok["energy"])
+
+
+TOO_MANY = [
+    ({"atoms": ["H"] * 13, "pos": [[i, 0, 0] for i in range(13)]}, JSON, "atoms"),
+    ({"z": [1] * 13, "pos": [[i, 0, 0] for i in range(13)]}, JSON, "z"),
+    (xyz_text(["H"] * 13, [[i, 0, 0] for i in range(13)]).encode(), XYZ, "xyz"),
+]
+
+
+@pytest.mark.parametrize("body, headers, field", TOO_MANY, ids=["atoms", "z", "xyz"])
+def test_too_many_atoms_is_413_as_for_graphs(handler, body, headers, field):
+    h, ctx = handler
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    [(status, err), (ok_status, ok)] = call(
+        h, ctx, [raw, json.dumps(METHANE).encode()], [headers, JSON]
+    )
+    assert status == 413, err
+    assert err["field"] == field and "13 atoms exceeds the limit of 12" in err["error"], err
     assert ok_status == 200 and math.isfinite(ok["energy"])
 
 
