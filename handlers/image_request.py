@@ -1,7 +1,7 @@
 """Image bytes to a uint8 (3, H, W) RGB tensor, with the limits checked before pixels are decoded.
 
-The decode rules match train/image_data.py (tests/unit/test_flowers_data.py compares them on the
-real photos), so the model sees the same tensor in training and in serving.
+Training decodes its photos with this same `decode_image` (train/flowers/data.py), so the model
+sees the same tensor in training and in serving.
 """
 
 import base64

@@ -11,8 +11,8 @@ from torch_geometric.utils import k_hop_subgraph
 
 from scripts.tsctl import http, token
 from tests.conftest import mirror
-from train.data import load_planetoid, load_tu
-from train.examples import cora_request, mutag_request
+from train.graph.data import load_planetoid, load_tu
+from train.graph.requests import cora_request, mutag_request
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,9 @@ import torch
 from scripts.build_mar import build
 from scripts.tsctl import token
 from tests.e2e.conftest import start_server, stop_server
-from train.qm9 import load_splits
-from train.qm9_data import loader, to_request, to_xyz
+from train.qm9.data import loader
+from train.qm9.requests import to_request, to_xyz
+from train.qm9.run import load_splits
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
