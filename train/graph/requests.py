@@ -1,6 +1,6 @@
 """Cora and MUTAG requests from the real data: the `example` and `pool` hooks of the graph models.
 
-`cora_request` and `mutag_request` build the JSON the node and graph handlers take; the e2e
+`planetoid_request` and `mutag_request` build the JSON the node and graph handlers take; the e2e
 tests send the same requests.
 """
 
@@ -17,8 +17,8 @@ MUTAG_ATOMS = ["C", "N", "O", "F", "I", "Cl", "Br"]
 MUTAG_BONDS = ["aromatic", "single", "double", "triple"]
 
 
-def cora_request(data: Any, center: int, hops: int = 2, sparse: bool = True) -> dict[str, Any]:
-    """The k-hop neighbourhood of one Cora node as a node-classification request.
+def planetoid_request(data: Any, center: int, hops: int = 2, sparse: bool = True) -> dict[str, Any]:
+    """The k-hop neighbourhood of one Planetoid node (Cora, ...) as a node-classification request.
 
     `data` must hold raw (unnormalised) features: the handler normalises like training did.
     The centre node is listed first in "nodes"; every node is returned when "nodes" is absent.
@@ -47,11 +47,11 @@ def mutag_request(graph: Any, as_atoms: bool = True) -> dict[str, Any]:
     return request
 
 
-def cora_example(data_cfg: Any) -> tuple[str, str, bytes]:
-    """`example` hook for cora_gcn/cora_gat: the 2-hop neighbourhood of the first test node."""
-    cora = load_planetoid(data_cfg.name, data_cfg.root, data_cfg.mirror, normalize=False)[0]
-    center = int(cora.test_mask.nonzero()[0])
-    return ".json", "application/json", json.dumps(cora_request(cora, center)).encode()
+def planetoid_example(data_cfg: Any) -> tuple[str, str, bytes]:
+    """`example` hook of the node classifiers: the 2-hop neighbourhood of the first test node."""
+    graph = load_planetoid(data_cfg.name, data_cfg.root, data_cfg.mirror, normalize=False)[0]
+    center = int(graph.test_mask.nonzero()[0])
+    return ".json", "application/json", json.dumps(planetoid_request(graph, center)).encode()
 
 
 def mutag_example(data_cfg: Any) -> tuple[str, str, bytes]:
@@ -60,20 +60,20 @@ def mutag_example(data_cfg: Any) -> tuple[str, str, bytes]:
     return ".json", "application/json", json.dumps(mutag_request(mutag[0])).encode()
 
 
-def cora_pool(data_cfg: Any, size: int, rng: random.Random) -> list[Payload]:
-    """Neighbourhoods of random Cora nodes: 1 hop (a few nodes) to 2 hops (up to ~800 nodes).
+def planetoid_pool(data_cfg: Any, size: int, rng: random.Random) -> list[Payload]:
+    """Neighbourhoods of random nodes: 1 hop (a few nodes) to 2 hops (up to ~800 on Cora).
 
     Most use the sparse feature form; small 1-hop ones sometimes send dense rows, and some ask
     for every node of the subgraph instead of only the centre.
     """
-    cora = load_planetoid(data_cfg.name, data_cfg.root, data_cfg.mirror, normalize=False)[0]
+    graph = load_planetoid(data_cfg.name, data_cfg.root, data_cfg.mirror, normalize=False)[0]
     pool = []
     for _ in range(size):
-        center = rng.randrange(cora.num_nodes)
+        center = rng.randrange(graph.num_nodes)
         hops = 1 if rng.random() < 0.4 else 2
-        request = cora_request(cora, center, hops=hops, sparse=True)
+        request = planetoid_request(graph, center, hops=hops, sparse=True)
         if hops == 1 and len(request["x_sparse"]) <= 8 and rng.random() < 0.3:
-            request = cora_request(cora, center, hops=1, sparse=False)
+            request = planetoid_request(graph, center, hops=1, sparse=False)
         if rng.random() < 0.2:
             del request["nodes"]  # all nodes of the subgraph
         pool.append(json_payload(request))
