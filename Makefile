@@ -42,7 +42,7 @@ java: ## Check for Java 17+ and install it with apt if missing
 data: data/.prepared ## Get the datasets (links from $$DATA_MIRROR when set, else downloads)
 
 data/.prepared: | $(VENV)/.installed
-	$(PY) -m train.prepare_data
+	$(PY) -m train.core.prepare
 	@touch $@
 
 # Train any model whose artifact is missing; `make train` then exports TorchScript + meta.
@@ -60,7 +60,7 @@ archive: $(MODELS:%=model_store/%.mar) ## Build the .mar files into model_store/
 examples: examples/index.json ## Write a real example request per model (from the data)
 
 examples/index.json: $(wildcard model_archives/*/archive.yaml) | data/.prepared
-	$(PY) -m train.examples
+	$(PY) -m train.core.examples
 
 serve: venv java data archive examples ## Set up everything and start TorchServe with all models
 	$(PY) scripts/tsctl.py start
@@ -92,8 +92,8 @@ THRESHOLDS   = $(if $(MAX_FAIL_RATIO),--max-fail-ratio $(MAX_FAIL_RATIO)) \
 
 pools: loadtests/pool/index.json ## Write real, varied request pools for the load tests (from the data)
 
-loadtests/pool/index.json: $(wildcard model_archives/*/archive.yaml) train/payload_pools.py | data/.prepared
-	$(PY) -m train.payload_pools
+loadtests/pool/index.json: $(wildcard model_archives/*/archive.yaml) train/core/pools.py | data/.prepared
+	$(PY) -m train.core.pools
 
 loadtest: venv pools ## Headless Locust run (CSV, HTML, summary in loadtests/results/); fails on missed thresholds
 	@mkdir -p loadtests/results

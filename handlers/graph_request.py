@@ -4,9 +4,8 @@ import math
 from typing import Any, NamedTuple, Optional
 
 import torch
+from request_error import RequestError
 from torch import Tensor
-
-from json_batch_handler import RequestError
 
 
 def _first_bad_row(rows: list, width: Optional[int], field: str) -> RequestError:

@@ -22,7 +22,6 @@ from torch import Tensor
 
 from json_batch_handler import Instances, JsonBatchHandler, RequestError
 
-RAW_TYPES = {"application/octet-stream", ""}
 FILE_FIELDS = ("data", "file", "image", "body")
 # Query parameters TorchServe forwards as row keys (on /invocations and /<name>/predict).
 PARAM_FIELDS = {"topk", "model_name"}
@@ -40,6 +39,13 @@ class ImageClassifierHandler(JsonBatchHandler):
         "topk": 3,
         "formats": ["JPEG", "PNG", "WEBP", "GIF", "BMP"],
     }
+    bodies = {
+        "image/*": "read_image",
+        "application/octet-stream": "read_image",
+        "multipart/form-data": "read_form",
+        "application/json": "read_json",
+        "": "read_image",
+    }
 
     def initialize(self, context: Any) -> None:
         """Loads the model and meta, then runs two forwards so the first request is not slow."""
@@ -53,28 +59,21 @@ class ImageClassifierHandler(JsonBatchHandler):
                 self.model([photo])
                 self.model([photo, photo[:, :, :192]])
 
-    def parse_request(self, row: dict, idx: int) -> Any:
-        """Routes by Content-Type: JSON (b64 or instances), multipart form, or raw image bytes."""
-        ctype = self.content_type(idx)
+    def read_form(self, row: dict, idx: int) -> ImageItem:
+        """Reader of multipart forms: the uploaded file's image."""
+        field, data = self._form_file(row)
+        return ImageItem(self._decode(data, field))
+
+    def read_image(self, row: dict, idx: int) -> ImageItem:
+        """Reader of raw image bytes (image/*, application/octet-stream, no Content-Type)."""
         body = self.body(row)
-        if ctype == "application/json" or isinstance(body, (dict, list)):
-            item: Any = self.parse_json(self.read_payload(row, idx))
-        elif ctype == "multipart/form-data":
-            field, data = self._form_file(row)
-            item = ImageItem(self._decode(data, field))
-        elif ctype in RAW_TYPES or ctype.startswith("image/"):
-            item = ImageItem(self._decode(body if body is not None else b"", "body"))
-        else:
-            raise RequestError(
-                "Content-Type",
-                f"expected image/*, application/octet-stream, multipart/form-data or "
-                f"application/json, got {ctype}",
-            )
-        # A form field, query parameter or X-TopK header sets k where the body did not.
+        return ImageItem(self._decode(body if body is not None else b"", "body"))
+
+    def amend(self, items: list[ImageItem], row: dict, idx: int) -> None:
+        """A form field, query parameter or X-TopK header sets k where the body did not."""
         k = self._request_k(row, idx)
-        for it in item if isinstance(item, Instances) else [item]:
+        for it in items:
             it.k = it.k or k
-        return item
 
     def _request_k(self, row: dict, idx: int) -> Optional[int]:
         if row.get("topk") is not None:

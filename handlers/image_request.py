@@ -1,7 +1,7 @@
 """Image bytes to a uint8 (3, H, W) RGB tensor, with the limits checked before pixels are decoded.
 
-The decode rules match train/image_data.py (tests/unit/test_flowers_data.py compares them on the
-real photos), so the model sees the same tensor in training and in serving.
+Training decodes its photos with this same `decode_image` (train/flowers/data.py), so the model
+sees the same tensor in training and in serving.
 """
 
 import base64
@@ -13,9 +13,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from request_error import RequestError
 from torch import Tensor
-
-from json_batch_handler import RequestError
 
 
 @dataclass

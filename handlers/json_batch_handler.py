@@ -12,7 +12,10 @@ import os
 from typing import Any
 
 import torch
+from request_error import RequestError
 from ts.torch_handler.base_handler import BaseHandler
+
+__all__ = ["Instances", "JsonBatchHandler", "RequestError", "to_device"]
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +36,29 @@ class Instances(list):
     `{"predictions": [...]}`. `parse_request` returns it instead of a single item."""
 
 
-class RequestError(Exception):
-    """A client error tied to one request: the field at fault, the problem and the HTTP code."""
-
-    def __init__(self, field: str, problem: str, code: int = 400) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field, self.problem, self.code = field, problem, code
-
-    def body(self) -> dict[str, Any]:
-        """The JSON error body: `{"code": 400, "field": "x", "error": "x: ..."}`."""
-        return {"code": self.code, "field": self.field, "error": str(self)}
-
-
 class JsonBatchHandler(BaseHandler):
     """Parses each request of a batch to a model input, runs one forward, answers each in order.
 
     Subclasses implement three hooks and may override `defaults` (the model-config `handler:`
     section overrides those):
     - `parse(payload) -> item`: one request's JSON to a model-ready item; raise RequestError.
-      Handlers for non-JSON bodies override `parse_request(row, idx)` instead.
     - `collate(items) -> tuple of tensors`: the scripted model's positional inputs for all
       items at once. `make bench` times `self.model(*collate(items))` as the in-process figure.
     - `respond(outputs, items) -> list`: one JSON-able result per item, in order.
+
+    and declare `bodies`, the media types they accept, each with the name of the method that
+    reads such a body into an item (or Instances): the base routes every request by its
+    Content-Type and answers any other type with one 400. Optional hooks: `amend` (options
+    from headers or form fields), `needs_grad` (autograd in the forward, e.g. forces),
+    `headers` (extra response headers), and `jit_optimize` (TorchScript's profiling executor).
     """
+
+    # Media type -> reader method; "" is a request without a Content-Type, "image/*" any image.
+    # Listed in the order the 400 names them.
+    bodies: dict[str, str] = {"application/json": "read_json", "": "read_json"}
+    # False runs the TorchScript graph as is: with a new input shape on every batch (tokens,
+    # atoms), the profiling executor re-specialises for each and gains nothing on CPU.
+    jit_optimize: bool = True
 
     # torch_threads: the worker's torch intra-op threads (None keeps torch's default, one per
     # core). Small models set 1 in model-config.yaml: a forward of a millisecond gains nothing
@@ -112,11 +115,8 @@ class JsonBatchHandler(BaseHandler):
         except UnicodeDecodeError as e:
             raise RequestError(field, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
 
-    def read_payload(self, row: dict, idx: int) -> dict[str, Any]:
-        """Returns the request's JSON object or raises RequestError (Content-Type, size, syntax)."""
-        ctype = self.content_type(idx)
-        if ctype and ctype != "application/json":
-            raise RequestError("Content-Type", f"expected application/json, got {ctype}")
+    def read_payload(self, row: dict) -> dict[str, Any]:
+        """Returns the request's JSON object or raises RequestError (size, syntax, type)."""
         body = self.read_text(row)
         if isinstance(body, str):
             if not body.strip():
@@ -134,8 +134,23 @@ class JsonBatchHandler(BaseHandler):
         return body
 
     def parse_request(self, row: dict, idx: int) -> Any:
-        """One request to a model-ready item (or Instances); JSON handlers implement `parse`."""
-        return self.parse_json(self.read_payload(row, idx))
+        """One request to a model-ready item (or Instances), read as its Content-Type says."""
+        ctype = self.content_type(idx)
+        reader = self.bodies.get(ctype) or self.bodies.get(ctype.split("/")[0] + "/*")
+        if reader is None:
+            *others, last = [t for t in self.bodies if t]
+            names = f"{', '.join(others)} or {last}" if others else last
+            raise RequestError("Content-Type", f"expected {names}, got {ctype}")
+        item = getattr(self, reader)(row, idx)
+        self.amend(item if isinstance(item, Instances) else [item], row, idx)
+        return item
+
+    def read_json(self, row: dict, idx: int) -> Any:
+        """Reader of application/json bodies: `parse` for the object or each of its instances."""
+        return self.parse_json(self.read_payload(row))
+
+    def amend(self, items: list[Any], row: dict, idx: int) -> None:
+        """Applies request-level options (a header, a form field) to the request's items."""
 
     def parse_json(self, payload: dict[str, Any]) -> Any:
         """`parse` for one object, or for each of `{"instances": [...]}` (Vertex AI envelope)."""
@@ -169,6 +184,27 @@ class JsonBatchHandler(BaseHandler):
         """Splits the model output back into one JSON-able result per item."""
         raise NotImplementedError
 
+    def needs_grad(self, items: list[Any]) -> bool:
+        """Whether the forward over these items must record autograd (forces = -dE/dpos)."""
+        return False
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers, the same for every request of the batch."""
+        return {}
+
+    def predict(self, items: list[Any]) -> list[Any]:
+        """`forward` in inference mode, or with autograd on when `needs_grad` asks for it.
+
+        Inference mode records nothing even inside enable_grad(), so a forward that takes a
+        gradient runs outside it.
+        """
+        with torch.jit.optimized_execution(self.jit_optimize):
+            if self.needs_grad(items):
+                with torch.enable_grad():
+                    return self.forward(items)
+            with torch.inference_mode():
+                return self.forward(items)
+
     def forward(self, items: list[Any]) -> list[Any]:
         """collate -> one model call -> respond.
 
@@ -200,8 +236,7 @@ class JsonBatchHandler(BaseHandler):
         items: list[Any] = []
         for _, item in batch["good"]:
             items.extend(item if isinstance(item, Instances) else [item])
-        with torch.inference_mode():
-            batch["outputs"] = self.forward(items) if items else []
+        batch["outputs"] = self.predict(items) if items else []
         return batch
 
     def postprocess(self, batch: dict[str, Any]) -> list[str]:
@@ -221,4 +256,6 @@ class JsonBatchHandler(BaseHandler):
             self.context.set_response_content_type(idx, "application/json")
             # How many requests shared this forward pass: makes dynamic batching observable.
             self.context.set_response_header(idx, "X-Batch-Size", str(batch["size"]))
+            for name, value in self.headers().items():
+                self.context.set_response_header(idx, name, value)
         return responses

@@ -20,23 +20,18 @@ import torch
 from torch import Tensor
 
 from json_batch_handler import JsonBatchHandler, RequestError
-from molecule_request import XYZ_TYPES, Limits, Molecule, flag, from_json, from_xyz
+from molecule_request import (
+    WARMUP_POS,
+    WARMUP_Z,
+    XYZ_TYPES,
+    Limits,
+    Molecule,
+    flag,
+    from_json,
+    from_xyz,
+)
 
 log = logging.getLogger(__name__)
-
-# Ethanol (Å): only shapes and code paths matter for the warm-up, not the chemistry.
-WARMUP_Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]
-WARMUP_POS = [
-    [-0.0118, 1.5136, 0.0],
-    [0.0, 0.0, 0.0],
-    [-1.3383, -0.4726, 0.0],
-    [1.0214, 1.8959, 0.0],
-    [-0.5311, 1.8845, 0.8841],
-    [-0.5311, 1.8845, -0.8841],
-    [0.5159, -0.3665, 0.8913],
-    [0.5159, -0.3665, -0.8913],
-    [-1.3433, -1.4370, 0.0],
-]
 
 
 class MoleculeEnergyHandler(JsonBatchHandler):
@@ -49,6 +44,14 @@ class MoleculeEnergyHandler(JsonBatchHandler):
         "max_abs_coordinate": 1000.0,
         "max_body_bytes": 1048576,
     }
+    bodies = {
+        "application/json": "read_json",
+        "": "read_json",
+        **{t: "read_xyz" for t in XYZ_TYPES},
+    }
+    # Every molecule size is a new input shape: the profiling executor would re-optimise the
+    # graph for each, up to a second per new size on CPU, and gains nothing (no CPU fuser).
+    jit_optimize = False
 
     def initialize(self, context: Any) -> None:
         """Loads model and meta, checks the limits against the model, then warms up."""
@@ -77,26 +80,24 @@ class MoleculeEnergyHandler(JsonBatchHandler):
         shifted = self.parse({"z": WARMUP_Z, "pos": [[c + 7.0 for c in p] for p in WARMUP_POS]})
         shifted.forces = True
         for items in ([one], [one, shifted], [one, one], [shifted]):
-            self.run(items)
+            self.predict(items)
         seconds = time.perf_counter() - start
         log.info("qm9 warm-up took %.2f s", seconds)
         return seconds
 
-    def parse_request(self, row: dict, idx: int) -> Any:
-        """XYZ text for text/plain bodies, JSON otherwise; an X-Forces header applies to either."""
+    def read_xyz(self, row: dict, idx: int) -> Molecule:
+        """Reader of text/plain and chemical/x-xyz bodies: the text of an .xyz file."""
+        body = self.read_text(row)
+        if not isinstance(body, str):
+            raise RequestError("xyz", "expected the text of an .xyz file")
+        return from_xyz(body, self.limits)
+
+    def amend(self, items: list[Molecule], row: dict, idx: int) -> None:
+        """An `X-Forces` header asks for forces for every molecule of the request."""
         asked = self.header(idx, "X-Forces")
-        if self.content_type(idx) in XYZ_TYPES:
-            body = self.read_text(row)
-            if not isinstance(body, str):
-                raise RequestError("xyz", "expected the text of an .xyz file")
-            item = from_xyz(body, self.limits)
-            item.forces = flag(asked, "X-Forces")
-            return item
-        item = self.parse_json(self.read_payload(row, idx))
         if asked is not None and flag(asked, "X-Forces"):
-            for m in item if isinstance(item, list) else [item]:
+            for m in items:
                 m.forces = True
-        return item
 
     def parse(self, payload: dict[str, Any]) -> Molecule:
         """One JSON molecule."""
@@ -124,35 +125,14 @@ class MoleculeEnergyHandler(JsonBatchHandler):
             start += n
         return results
 
-    def run(self, items: list[Molecule]) -> list[dict]:
-        """One forward pass; autograd on only when some molecule asks for forces."""
-        inputs = self.collate(items)
-        # TorchScript's profiling executor re-optimises the graph for new input shapes, and
-        # every molecule size is a new shape: on CPU that costs up to a second per new size
-        # and gains nothing (no CPU fuser), so run the graph as is.
-        with torch.jit.optimized_execution(False):
-            if inputs[3]:
-                # The base class runs under torch.inference_mode(), in which autograd records
-                # nothing even inside enable_grad(): forces = -dE/dpos need a recorded graph.
-                with torch.enable_grad():
-                    outputs = self.model(*inputs)
-            else:
-                with torch.inference_mode():
-                    outputs = self.model(*inputs)
-        return self.respond(tuple(t.detach() for t in outputs), items)
+    def needs_grad(self, items: list[Molecule]) -> bool:
+        """Forces are -dE/dpos: autograd records the forward when some molecule asks."""
+        return any(m.forces for m in items)
 
-    def postprocess(self, batch: dict[str, Any]) -> list[str]:
-        """As the base, plus X-Model-Version: which version answered (visible in a hot swap)."""
-        responses = super().postprocess(batch)
-        version = str((self.context.manifest.get("model") or {}).get("modelVersion", ""))
-        for idx in range(batch["size"]):
-            self.context.set_response_header(idx, "X-Model-Version", version)
-        return responses
-
-    def inference(self, batch: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """As the base, but without inference_mode when forces are asked for (see `run`)."""
-        items: list[Any] = []
-        for _, item in batch["good"]:
-            items.extend(item if isinstance(item, list) else [item])
-        batch["outputs"] = self.run(items) if items else []
-        return batch
+    def headers(self) -> dict[str, str]:
+        """X-Model-Version: which version answered (visible in a hot swap)."""
+        return {
+            "X-Model-Version": str(
+                (self.context.manifest.get("model") or {}).get("modelVersion", "")
+            )
+        }

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from request_error import RequestError
 from torch import Tensor
-
-from json_batch_handler import RequestError
 
 # Symbols by atomic number, for messages and for reading XYZ files whatever the model knows.
 PERIODIC = (
@@ -16,6 +15,21 @@ PERIODIC = (
     "Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe"
 ).split()
 XYZ_TYPES = ("text/plain", "chemical/x-xyz", "text/x-xyz")
+
+# Ethanol (Å), a small real-geometry molecule: the handler's warm-up request and the online
+# loop's drain request to a retiring version. Only shapes and code paths matter, not chemistry.
+WARMUP_Z = [6, 6, 8, 1, 1, 1, 1, 1, 1]
+WARMUP_POS = [
+    [-0.0118, 1.5136, 0.0],
+    [0.0, 0.0, 0.0],
+    [-1.3383, -0.4726, 0.0],
+    [1.0214, 1.8959, 0.0],
+    [-0.5311, 1.8845, 0.8841],
+    [-0.5311, 1.8845, -0.8841],
+    [0.5159, -0.3665, 0.8913],
+    [0.5159, -0.3665, -0.8913],
+    [-1.3433, -1.4370, 0.0],
+]
 
 
 @dataclass
@@ -45,7 +59,8 @@ def _count(n: int, field: str, limits: Limits) -> None:
     if n == 0:
         raise RequestError(field, "zero atoms: at least one atom is required")
     if n > limits.max_atoms:
-        raise RequestError(field, f"{n} atoms exceeds the limit of {limits.max_atoms}")
+        # 413 like too many nodes of a graph: the request is well-formed, only too large.
+        raise RequestError(field, f"{n} atoms exceeds the limit of {limits.max_atoms}", 413)
 
 
 def atomic_numbers(value: Any, limits: Limits) -> Tensor:

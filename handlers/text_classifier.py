@@ -32,6 +32,15 @@ class TextClassifierHandler(JsonBatchHandler):
         "max_length": None,  # tokens; None = meta.json's, the length the model was trained at
         "warmup_batches": 2,
     }
+    bodies = {
+        "text/plain": "read_plain",
+        "application/json": "read_sized_json",
+        "": "read_sized_json",
+    }
+    # Every batch has its own (B, T) shape, and the profiling executor re-specialises the graph
+    # for each new shape: on CPU that made a call several times slower and gains nothing for
+    # these matmul-bound layers.
+    jit_optimize = False
 
     def initialize(self, context: Any) -> None:
         """Loads the model and meta.json, the tokenizer from the model dir (offline), warms up."""
@@ -44,31 +53,32 @@ class TextClassifierHandler(JsonBatchHandler):
         self.rules = self.meta["clean"]
         # The first calls of a TorchScript graph are slower (allocations, lazy init): pay them
         # before the worker reports READY.
-        with torch.inference_mode():
-            for _ in range(int(self.config["warmup_batches"])):
-                self.forward(["warm up", "the first calls are slower " * 8])
+        for _ in range(int(self.config["warmup_batches"])):
+            self.predict(["warm up", "the first calls are slower " * 8])
 
-    def parse_request(self, row: dict, idx: int) -> Any:
-        """text/plain bodies are the review; JSON goes through `parse` (and `instances`)."""
+    def check_length(self, idx: int) -> None:
+        """413 from the declared Content-Length, before any of the body is read."""
         limit = self.config["max_body_bytes"]
         length = self.header(idx, "Content-Length")
         # TorchServe hands JSON over already parsed: its declared length is what is left to check.
         if length and length.isdigit() and int(length) > limit:
             raise RequestError("body", f"{length} bytes exceeds {limit}", 413)
-        ctype = self.content_type(idx)
-        if ctype == "text/plain":
-            # TorchServe hands text/* bodies over decoded when they are UTF-8, else raw bytes.
-            text = self.read_text(row)
-            if text is None:
-                raise RequestError("body", "empty request body")
-            if not isinstance(text, str):
-                raise RequestError("body", f"expected text, got {type(text).__name__}")
-            return self.parse_text(text)
-        if ctype and ctype != "application/json":
-            raise RequestError(
-                "Content-Type", f"expected text/plain or application/json, got {ctype}"
-            )
-        return self.parse_json(self.read_payload(row, idx))
+
+    def read_plain(self, row: dict, idx: int) -> str:
+        """Reader of text/plain bodies: the body is the review."""
+        self.check_length(idx)
+        # TorchServe hands text/* bodies over decoded when they are UTF-8, else raw bytes.
+        text = self.read_text(row)
+        if text is None:
+            raise RequestError("body", "empty request body")
+        if not isinstance(text, str):
+            raise RequestError("body", f"expected text, got {type(text).__name__}")
+        return self.parse_text(text)
+
+    def read_sized_json(self, row: dict, idx: int) -> Any:
+        """Reader of JSON bodies: `{"text": ...}` or instances, after the length check."""
+        self.check_length(idx)
+        return self.read_json(row, idx)
 
     def parse(self, payload: dict[str, Any]) -> str:
         """`{"text": "..."}` to the cleaned review."""
@@ -102,16 +112,6 @@ class TextClassifierHandler(JsonBatchHandler):
         ids = [head_tail(t, self.max_length, self.head_tokens) for t in ids]
         enc = self.tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
-
-    def forward(self, items: list[str]) -> list[dict[str, Any]]:
-        """collate -> one model call -> respond, with TorchScript's profiling executor off.
-
-        Every batch has its own (B, T) shape, and the profiling executor re-specialises the
-        graph for each new shape: on CPU that made a call several times slower and gains
-        nothing for these matmul-bound layers.
-        """
-        with torch.jit.optimized_execution(False):
-            return super().forward(items)
 
     def respond(self, logits: Tensor, items: list[str]) -> list[dict[str, Any]]:
         """Softmax over the labels, one result per review (in float32: a bf16 model's logits

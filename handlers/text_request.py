@@ -1,5 +1,6 @@
 """Text request helpers: the exported cleaning rules and the head+tail cut of long token
-sequences (body decoding is JsonBatchHandler.read_text)."""
+sequences (body decoding is JsonBatchHandler.read_text). Training imports these same functions
+(train/core/handlers.py), so a review is cleaned and cut once, the same way, in both."""
 
 import re
 from collections.abc import Sequence
@@ -9,8 +10,7 @@ from typing import Optional
 def clean_text(text: str, rules: Sequence[Sequence[str]]) -> str:
     """Applies meta.json's (regex, replacement) rules in order, then strips the ends.
 
-    Training applies the same rules from its data config (train/text_data.py); a unit test
-    checks that both give the same string on real reviews.
+    Training calls this function with the same rules from its data config (train/imdb/data.py).
     """
     for pattern, repl in rules:
         text = re.sub(pattern, repl, text)
@@ -21,7 +21,7 @@ def head_tail(ids: list[int], max_length: int, head: Optional[int]) -> list[int]
     """Cuts a too-long sequence in the middle: its first `head` and last tokens survive.
 
     `ids` starts and ends with a special token ([CLS] ... [SEP]), which both stay. None keeps
-    the head only. Training cuts with the same lines (train/imdb.py:head_tail).
+    the head only. Training's Batcher (train/imdb/model.py) cuts with this function.
     """
     if len(ids) <= max_length:
         return ids

@@ -4,7 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+
+from train.core.registry import experiment_config, spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -27,18 +28,14 @@ def data_root() -> str:
 
 def tiny_cfg(experiment: str, artifacts: Path, *overrides: str):
     """Composes the experiment's real config with the tiny trainer and no logger."""
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                f"experiment={experiment}",
-                "trainer=tiny",
-                "logger=none",
-                f"paths.artifacts={artifacts}/{experiment}",
-                f"paths.data={ROOT / 'data'}",
-                *overrides,
-            ],
-        )
+    return experiment_config(
+        experiment,
+        "trainer=tiny",
+        "logger=none",
+        f"paths.artifacts={artifacts}/{experiment}",
+        f"paths.data={ROOT / 'data'}",
+        *overrides,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -47,11 +44,7 @@ def tiny_artifacts(tmp_path_factory) -> Path:
     from hydra.utils import get_method
 
     root = tmp_path_factory.mktemp("artifacts")
-    for experiment, extra in [
-        ("cora_gcn", ["trainer.max_epochs=5"]),
-        ("cora_gat", ["trainer.max_epochs=5"]),
-        ("mutag_gcn", ["trainer.max_epochs=3", "data.cv_runs=2"]),
-    ]:
-        cfg = tiny_cfg(experiment, root, *extra)
+    for name in ("cora_gcn", "cora_gat", "mutag_gcn"):
+        cfg = tiny_cfg(name, root, *spec(name).tiny)  # archive.yaml's tiny-run overrides
         get_method(cfg.runner)(cfg)
     return root

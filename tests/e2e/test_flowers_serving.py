@@ -18,7 +18,7 @@ from PIL import Image
 from scripts.build_mar import build
 from scripts.tsctl import http, token
 from tests.e2e.conftest import start_server, stop_server
-from train.image_data import ImageSet, decode_image
+from train.flowers.data import ImageSet, decode_image
 
 pytestmark = pytest.mark.e2e
 MODELS = ["flowers_vit", "flowers_cnn"]

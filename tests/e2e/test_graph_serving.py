@@ -11,8 +11,8 @@ from torch_geometric.utils import k_hop_subgraph
 
 from scripts.tsctl import http, token
 from tests.conftest import mirror
-from train.data import load_planetoid, load_tu
-from train.examples import cora_request, mutag_request
+from train.graph.data import load_planetoid, load_tu
+from train.graph.requests import mutag_request, planetoid_request
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def test_cora_predictions_equal_scripted_model(server, cora, name):
     model, labels = scripted(server, name), None
     centers = raw.test_mask.nonzero().view(-1)[:6].tolist()
     for i, center in enumerate(centers):
-        request = cora_request(raw, center, sparse=(i % 2 == 0))
+        request = planetoid_request(raw, center, sparse=(i % 2 == 0))
         status, body, _ = server.predict(name, request)
         assert status == 200, body
         labels = labels or list(body["predictions"][0]["probabilities"])

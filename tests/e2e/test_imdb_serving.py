@@ -12,8 +12,9 @@ from transformers import AutoTokenizer
 from scripts.build_mar import build
 from tests.conftest import mirror
 from tests.e2e.conftest import start_server, stop_server
-from train.imdb import Batcher
-from train.text_data import balanced_sample, clean_text, read_split
+from train.core.handlers import clean_text
+from train.imdb.data import balanced_sample, read_split
+from train.imdb.model import Batcher
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NAMES = ["imdb_bert", "imdb_bert_int8"]

@@ -10,7 +10,8 @@ import pytest
 
 from scripts.tsctl import ROOT, http, model_names, token
 from tests.e2e.conftest import start_server, stop_server
-from train.payload_pools import POOLS, write_pools
+from train.core.pools import pool_hooks, write_pools
+from train.core.registry import served_models
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +32,7 @@ def served(server) -> list[str]:
     status, body = http(f"{server.management}/models", token("management", server.key_file))
     assert status == 200, body
     names = sorted(m["modelName"] for m in json.loads(body)["models"])
-    every = sorted(p.parent.name for p in (ROOT / "model_archives").glob("*/archive.yaml"))
+    every = served_models()
     assert names == every, "the smoke server must serve every model of model_archives/"
     return names
 
@@ -39,7 +40,7 @@ def served(server) -> list[str]:
 @pytest.fixture(scope="module")
 def pool(served, tmp_path_factory):
     """A small real payload pool for each served model, written as `make pools` does."""
-    missing = [name for name in served if name not in POOLS]
+    missing = [name for name in served if name not in pool_hooks()]
     assert not missing, f"served models without a payload pool: {missing}"
     out = tmp_path_factory.mktemp("pool")
     write_pools(out, served, size=40, seed=1)

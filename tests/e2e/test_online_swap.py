@@ -18,8 +18,8 @@ from train.online import loop
 from train.online.__main__ import load_config
 from train.online.lineage import Lineage
 from train.online.serving import ManagementClient
-from train.qm9 import load_splits
-from train.qm9_data import to_request
+from train.qm9.requests import to_request
+from train.qm9.run import load_splits
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

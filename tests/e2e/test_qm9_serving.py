@@ -14,8 +14,9 @@ import torch
 from scripts.build_mar import build
 from scripts.tsctl import token
 from tests.e2e.conftest import start_server, stop_server
-from train.qm9 import load_splits
-from train.qm9_data import loader, to_request, to_xyz
+from train.qm9.data import loader
+from train.qm9.requests import to_request, to_xyz
+from train.qm9.run import load_splits
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -151,7 +152,6 @@ BAD = [
     (b'{"z": [6, 1], "pos": [[0, 0, 0], [0, 0, -Infinity]]}', "application/json", "pos"),
     ({"z": [1, 1], "pos": [[0, 0, 0], [0, 0, 0.05]]}, "application/json", "pos"),
     ({"z": [], "pos": []}, "application/json", "z"),
-    ({"z": [1] * 33, "pos": _far(33)}, "application/json", "z"),
     (b"2\ncomment\nC 0 0 0\n", "text/plain", "xyz"),
     (b"C 0 0 0\nH 0 0 1.1\n", "text/plain", "xyz"),
     (b"2\ncomment\nC 0 0 0\nH 0 x 1.1\n", "text/plain", "xyz"),
@@ -164,6 +164,15 @@ def test_bad_input_is_400_and_the_next_request_succeeds(qm9, body, ctype, field)
     status, err, _ = srv.predict("qm9_et", body, ctype)
     assert status == 400, err
     assert err["field"] == field and field in err["error"], err
+    status, ok, _ = srv.predict("qm9_et", to_request(test_set[0]))
+    assert status == 200 and math.isfinite(ok["energy"])
+
+
+def test_too_many_atoms_is_413_as_for_graphs(qm9):
+    srv, _, test_set, _ = qm9
+    status, err, _ = srv.predict("qm9_et", {"z": [1] * 33, "pos": _far(33)})
+    assert status == 413, err
+    assert err["field"] == "z" and "33 atoms exceeds the limit of 32" in err["error"], err
     status, ok, _ = srv.predict("qm9_et", to_request(test_set[0]))
     assert status == 200 and math.isfinite(ok["energy"])
 

@@ -174,7 +174,7 @@ def test_training_data_pulled_from_gcs_loads_like_the_mirror(client, tmp_path):
     """What the training image does: gs://.../data -> DATA_MIRROR -> the dataset loader."""
     if mirror() is None:
         pytest.skip("DATA_MIRROR is not set")
-    from train.data import load_tu
+    from train.graph.data import load_tu
 
     src = Path(mirror()) / "MUTAG"
     gcs.push(src, f"gs://{BUCKET}/data/MUTAG")

@@ -22,7 +22,7 @@ import yaml
 from omegaconf import DictConfig
 from torch_geometric.data import Data
 
-from train.qm9_data import write_qm9pack_csv
+from train.qm9.data import write_qm9pack_csv
 
 
 class DvcWorkspace:

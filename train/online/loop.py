@@ -17,7 +17,7 @@ from train.online.data import DvcWorkspace
 from train.online.lineage import Lineage
 from train.online.policy import retrain_trigger, safety_gate
 from train.online.serving import ManagementClient, hot_swap
-from train.qm9 import load_splits
+from train.qm9.run import load_splits
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scripts.tsctl import http, token
+from train.core.handlers import WARMUP_POS, WARMUP_Z
 
 
 class ManagementClient:
@@ -61,21 +62,8 @@ class ManagementClient:
         self.call("DELETE", f"/models/{model}/{version}")
 
 
-# A small real-geometry molecule (ethanol, Å) for the drain request to a retiring version.
-DRAIN_REQUEST = {
-    "z": [6, 6, 8, 1, 1, 1, 1, 1, 1],
-    "pos": [
-        [-0.0118, 1.5136, 0.0],
-        [0.0, 0.0, 0.0],
-        [-1.3383, -0.4726, 0.0],
-        [1.0214, 1.8959, 0.0],
-        [-0.5311, 1.8845, 0.8841],
-        [-0.5311, 1.8845, -0.8841],
-        [0.5159, -0.3665, 0.8913],
-        [0.5159, -0.3665, -0.8913],
-        [-1.3433, -1.4370, 0.0],
-    ],
-}
+# The handler's own warm-up molecule (ethanol) is the drain request to a retiring version.
+DRAIN_REQUEST = {"z": WARMUP_Z, "pos": WARMUP_POS}
 
 
 def drain(inference: str, key_file: str | Path, model: str, version: str, timeout_s: float) -> int:

@@ -1,0 +1,31 @@
+"""The handlers' plain request helpers, for training: each exists once, in handlers/.
+
+TorchServe imports a .mar's files flat (`from request_error import RequestError`), so handlers/
+stays a folder of top-level modules and is no package. This is the one place in train/ that puts
+it on sys.path; training imports the shared helpers from here. None of them imports `ts`, so
+training never needs the serving stack, and handlers/ never imports train/.
+"""
+
+import sys
+from pathlib import Path
+
+HANDLERS = Path(__file__).resolve().parents[2] / "handlers"
+if str(HANDLERS) not in sys.path:
+    sys.path.append(str(HANDLERS))
+
+from image_request import decode_image, to_rgb  # noqa: E402
+from request_error import RequestError  # noqa: E402
+from text_request import clean_text, head_tail  # noqa: E402
+
+from molecule_request import WARMUP_POS, WARMUP_Z  # noqa: E402
+
+__all__ = [
+    "HANDLERS",
+    "WARMUP_POS",
+    "WARMUP_Z",
+    "RequestError",
+    "clean_text",
+    "decode_image",
+    "head_tail",
+    "to_rgb",
+]

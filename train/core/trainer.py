@@ -1,0 +1,110 @@
+"""What every training run shares: the Trainer from the config, its logger, best-epoch weights,
+and the Lightning classifier base the families subclass."""
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+
+def make_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """Builds the Lightning Trainer from cfg.trainer with the configured logger."""
+    logger: Any = False
+    if cfg.get("logger") and cfg.logger.get("_target_"):
+        Path(cfg.logger.save_dir).mkdir(parents=True, exist_ok=True)
+        logger = instantiate(cfg.logger)
+        if hasattr(logger, "log_hyperparams"):
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=logger,
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+    )
+
+
+def finish_logger(trainer: L.Trainer) -> None:
+    """Closes a W&B run so that consecutive runs in one process do not share it."""
+    experiment = getattr(trainer.logger, "_experiment", None)
+    if experiment is not None and hasattr(experiment, "finish"):
+        experiment.finish()
+
+
+class BestWeights(L.Callback):
+    """Keeps the weights of the best epoch by the monitored metric; restores them at fit end."""
+
+    def __init__(self, monitor: str, mode: str = "max") -> None:
+        self.monitor, self.sign = monitor, (1.0 if mode == "max" else -1.0)
+        self.best: float | None = None
+        self.state: dict[str, Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or trainer.sanity_checking:
+            return
+        score = self.sign * float(value)
+        if self.best is None or score > self.best:
+            self.best = score
+            self.state = copy.deepcopy(pl_module.state_dict())
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
+
+
+class Classifier(L.LightningModule):
+    """Adam, cross-entropy and accuracy per stage around a plain nn.Module (what is exported).
+
+    A family subclass implements `_step(batch, stage)` for its batch shape.
+    """
+
+    def __init__(self, net: nn.Module, lr: float, weight_decay: float) -> None:
+        super().__init__()
+        self.net = net
+        self.save_hyperparameters(ignore=["net"])
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+    def _log_step(self, stage: str, logits: Tensor, y: Tensor, batch_size: int) -> Tensor:
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(-1) == y).float().mean()
+        on_step = stage == "train"
+        self.log(
+            f"{stage}_loss",
+            loss,
+            prog_bar=True,
+            batch_size=batch_size,
+            on_step=False,
+            on_epoch=True,
+        )
+        self.log(
+            f"{stage}_acc",
+            acc,
+            prog_bar=not on_step,
+            batch_size=batch_size,
+            on_step=False,
+            on_epoch=True,
+        )
+        return loss
+
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")

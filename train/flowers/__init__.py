@@ -1,0 +1,1 @@
+"""Flowers family: flower photos with a Kornia ViT and a small CNN."""

@@ -1,0 +1,1 @@
+"""Graph family: Cora node classification (GCN, GAT) and MUTAG graph classification (GCN)."""
