@@ -1,22 +1,19 @@
 """`python -m train.imdb eval experiment=imdb_bert [hydra overrides]`: evaluates an artifact."""
 
-import json
 import sys
-from collections.abc import Sequence
+from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
-from train.core.registry import compose_config
+from train.core.cli import run_command
 from train.imdb.run import evaluate_artifact
 
 
-def main(argv: Sequence[str]) -> None:
-    if not argv or argv[0] != "eval":
-        sys.exit("usage: python -m train.imdb eval experiment=imdb_bert [hydra overrides]")
-    result = evaluate_artifact(compose_config(argv[1:]))
-    result["threads"] = torch.get_num_threads()
-    print(json.dumps(result, indent=2))
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """The artifact's accuracy, with the thread count it ran on."""
+    return evaluate_artifact(cfg) | {"threads": torch.get_num_threads()}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_command("train.imdb", sys.argv[1:], {"eval": evaluate})
