@@ -4,10 +4,14 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+
+from train.core.registry import CONFIGS, experiment_config, spec
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "configs"
+__all__ = ["CONFIGS", "GRAPH_MODELS", "ROOT", "mirror", "tiny_cfg"]  # CONFIGS: family tests
+# The models whose handlers the graph tests check one by one (tests/unit/test_export.py,
+# tests/e2e/test_graph_serving.py).
+GRAPH_MODELS = ("cora_gcn", "cora_gat", "mutag_gcn")
 
 
 def mirror() -> str | None:
@@ -27,31 +31,25 @@ def data_root() -> str:
 
 def tiny_cfg(experiment: str, artifacts: Path, *overrides: str):
     """Composes the experiment's real config with the tiny trainer and no logger."""
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                f"experiment={experiment}",
-                "trainer=tiny",
-                "logger=none",
-                f"paths.artifacts={artifacts}/{experiment}",
-                f"paths.data={ROOT / 'data'}",
-                *overrides,
-            ],
-        )
+    return experiment_config(
+        experiment,
+        "trainer=tiny",
+        "logger=none",
+        f"paths.artifacts={artifacts}/{experiment}",
+        f"paths.data={ROOT / 'data'}",
+        *overrides,
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory) -> Path:
-    """Trains every graph model for a few epochs and exports it; returns the artifacts root."""
+    """Trains the graph models of the unit and e2e graph tests with their archive.yaml's tiny
+    overrides and exports them; returns the artifacts root (tests/e2e adds the others to it)."""
     from hydra.utils import get_method
 
     root = tmp_path_factory.mktemp("artifacts")
-    for experiment, extra in [
-        ("cora_gcn", ["trainer.max_epochs=5"]),
-        ("cora_gat", ["trainer.max_epochs=5"]),
-        ("mutag_gcn", ["trainer.max_epochs=3", "data.cv_runs=2"]),
-    ]:
-        cfg = tiny_cfg(experiment, root, *extra)
+    for name in GRAPH_MODELS:
+        model = spec(name)
+        cfg = tiny_cfg(model.experiment, root, *model.tiny)
         get_method(cfg.runner)(cfg)
     return root

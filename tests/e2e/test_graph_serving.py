@@ -9,7 +9,7 @@ import torch
 from torch_geometric.data import Batch
 from torch_geometric.utils import k_hop_subgraph
 
-from scripts.tsctl import http, token
+from serve.client import http, token
 from tests.conftest import mirror
 from train.data import load_planetoid, load_tu
 from train.examples import cora_request, mutag_request

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.gcp import gcs
-from scripts.tsctl import read_properties
+from serve.config import read_properties
 from tests.conftest import ROOT, mirror
 
 BUCKET = "bundle"

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from deploy.gcp import gcs
-from tests.unit.deploy_helpers import (
+from tests.unit.deploy.helpers import (
     DEPLOY,
     ROOT,
     container_spec,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from train.online.policy import retrain_trigger, safety_gate
+from online.policy import retrain_trigger, safety_gate
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,12 @@ from typing import Any, Optional
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from scripts.build_mar import build
-from train.online.data import DvcWorkspace
-from train.online.lineage import Lineage
-from train.online.policy import retrain_trigger, safety_gate
-from train.online.serving import ManagementClient, hot_swap
+from online.data import DvcWorkspace
+from online.lineage import Lineage
+from online.policy import retrain_trigger, safety_gate
+from online.serving import hot_swap
+from serve.archive import build_mar
+from serve.client import ManagementClient
 from train.qm9 import load_splits
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def _step(cfg: DictConfig, ws: DvcWorkspace, lineage: Lineage) -> dict[str, Any]
         log.warning("safety gate: %s", gate.reason)
 
     version = version_name(n)
-    mar = build(cfg.name, out_root, out_root, version)
+    mar = build_mar(cfg.name, out_root, out_root, version)
     record: dict[str, Any] = {
         "model_version": n,
         "served_as": f"{cfg.name}/{version}",
@@ -184,7 +185,7 @@ def reconcile(cfg: DictConfig) -> Optional[dict[str, Any]]:
 
 def watch(cfg: DictConfig) -> list[dict[str, Any]]:
     """Every interval, one more shard arrives and a step runs; stops when shards run out."""
-    results = []
+    results: list[dict[str, Any]] = []
     limit = cfg.online.watch.max_steps
     while limit is None or len(results) < limit:
         version = arrive(cfg)

@@ -4,62 +4,10 @@ default, let requests in flight drain, then unregister the old versions."""
 import json
 import shutil
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any, Optional
 
-from scripts.tsctl import http, token
-
-
-class ManagementClient:
-    """The management API of one running TorchServe, with the token from its key_file.json."""
-
-    def __init__(self, url: str, key_file: str | Path, timeout_s: float = 300) -> None:
-        self.url = url.rstrip("/")
-        self.key_file = Path(key_file)
-        self.timeout_s = timeout_s
-
-    def call(self, method: str, path: str, ok: tuple[int, ...] = (200,)) -> Any:
-        # Read the token on every call: TorchServe rewrites key_file.json at each start.
-        status, body = http(
-            f"{self.url}{path}",
-            token("management", self.key_file),
-            method=method,
-            timeout=self.timeout_s,
-        )
-        if status not in ok:
-            raise RuntimeError(f"{method} {path} -> {status}: {body.decode(errors='replace')}")
-        return json.loads(body) if body.strip() else None
-
-    def versions(self, model: str) -> dict[str, bool]:
-        """{version: is_default} of a registered model; {} when it is not registered."""
-        try:
-            described = self.call("GET", f"/models/{model}/all")
-        except RuntimeError as e:
-            if "-> 404" in str(e):
-                return {}
-            raise
-        out = {}
-        for d in described:
-            # TorchServe marks the default version only in the list of /models/<name>.
-            out[str(d["modelVersion"])] = False
-        default = self.call("GET", f"/models/{model}")[0]["modelVersion"]
-        out[str(default)] = True
-        return out
-
-    def register(self, mar_name: str, initial_workers: int) -> None:
-        """Registers a .mar from the server's model store and waits for its workers."""
-        query = urllib.parse.urlencode(
-            {"url": mar_name, "initial_workers": initial_workers, "synchronous": "true"}
-        )
-        self.call("POST", f"/models?{query}")
-
-    def set_default(self, model: str, version: str) -> None:
-        self.call("PUT", f"/models/{model}/{version}/set-default")
-
-    def unregister(self, model: str, version: str) -> None:
-        self.call("DELETE", f"/models/{model}/{version}")
-
+from serve.client import ManagementClient, http, token
 
 # A small real-geometry molecule (ethanol, Å) for the drain request to a retiring version.
 DRAIN_REQUEST = {
@@ -78,7 +26,9 @@ DRAIN_REQUEST = {
 }
 
 
-def drain(inference: str, key_file: str | Path, model: str, version: str, timeout_s: float) -> int:
+def drain(
+    inference: str, key_file: Optional[Path], model: str, version: str, timeout_s: float
+) -> int:
     """Waits until a version has answered every request routed to it before the swap.
 
     A version's worker takes jobs from its queue in order, so once a request sent to that
@@ -87,7 +37,7 @@ def drain(inference: str, key_file: str | Path, model: str, version: str, timeou
     """
     status, _ = http(
         f"{inference.rstrip('/')}/predictions/{model}/{version}",
-        token("inference", key_file),
+        token("inference", key_file) if key_file is not None else None,
         method="POST",
         body=json.dumps(DRAIN_REQUEST).encode(),
         headers={"Content-Type": "application/json"},

@@ -1,4 +1,4 @@
-"""Shared by the tests/unit/test_deploy_*.py files: the deploy files, parsed, and the bundle's
+"""Shared by the tests/unit/deploy/test_*.py files: the deploy files, parsed, and the bundle's
 own names and numbers they must agree with."""
 
 import importlib.util
@@ -9,9 +9,10 @@ from typing import Any
 
 import yaml
 
-from scripts.tsctl import read_properties
+from serve.config import read_properties
+from train.core import registry
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -34,8 +35,8 @@ def docs(path: Path) -> list[dict[str, Any]]:
 
 
 def served_models() -> list[str]:
-    """Every model under model_archives/ (what `make archive` builds and the image holds)."""
-    return sorted(p.parent.name for p in (ROOT / "model_archives").glob("*/archive.yaml"))
+    """Every registered model (what `make archive` builds and the image holds)."""
+    return registry.served_models()
 
 
 def model_configs() -> dict[str, dict[str, Any]]:

@@ -1,12 +1,12 @@
 """The online loop's command line.
 
-    python -m train.online init    [overrides]   cut QM9 into shards, version the first state
-    python -m train.online arrive  [overrides]   one more shard becomes available (a DVC version)
-    python -m train.online step    [overrides]   trigger? -> fine-tune -> gate -> .mar -> hot swap
-    python -m train.online watch   [overrides]   arrive + step every online.watch.interval_s
-    python -m train.online status  [overrides]   data versions, lineage, what the server serves
-    python -m train.online reconcile [overrides] serve the lineage's version again (after restart)
-    python -m train.online restore K [overrides] check data version K out of DVC
+    python -m online init    [overrides]   cut QM9 into shards, version the first state
+    python -m online arrive  [overrides]   one more shard becomes available (a DVC version)
+    python -m online step    [overrides]   trigger? -> fine-tune -> gate -> .mar -> hot swap
+    python -m online watch   [overrides]   arrive + step every online.watch.interval_s
+    python -m online status  [overrides]   data versions, lineage, what the server serves
+    python -m online reconcile [overrides] serve the lineage's version again (after restart)
+    python -m online restore K [overrides] check data version K out of DVC
 
 Overrides are Hydra's, on experiment=qm9_et + online=default, e.g. online.trigger_fraction=0.25.
 """
@@ -14,24 +14,19 @@ Overrides are Hydra's, on experiment=qm9_et + online=default, e.g. online.trigge
 import argparse
 import json
 import logging
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from train.online import loop
-from train.online.data import DvcWorkspace
+from online import loop
+from online.data import DvcWorkspace
+from train.core.registry import experiment_config
 
-ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("init", "arrive", "step", "watch", "status", "reconcile", "restore")
 
 
 def load_config(overrides: list[str], experiment: str = "qm9_et") -> DictConfig:
     """The training config of the experiment with the online group composed in."""
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose(
-            "train", overrides=[f"experiment={experiment}", "+online=default", *overrides]
-        )
+    return experiment_config(experiment, "+online=default", *overrides)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from online import loop
+from online.__main__ import load_config
+from online.data import DvcWorkspace
+from online.lineage import RECORD_KEYS, Lineage
 from tests.conftest import ROOT, mirror
-from train.online import loop
-from train.online.__main__ import load_config
-from train.online.data import DvcWorkspace
-from train.online.lineage import RECORD_KEYS, Lineage
 
 pytestmark = pytest.mark.slow  # trains three tiny versions and builds their .mar files
 

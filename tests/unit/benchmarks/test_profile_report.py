@@ -5,10 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.profile import LogTail, Setting, read_run, read_stats_csv
-from benchmarks.profile_report import goals, report, split
+from benchmarks.profile.goals import goals, split
+from benchmarks.profile.locust import read_run, read_stats_csv
+from benchmarks.profile.metrics import LogTail
+from benchmarks.profile.report import report
+from benchmarks.profile.settings import Setting
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture
@@ -179,7 +182,7 @@ def test_log_tail_reads_each_batch_once(tmp_path):
 def test_a_later_pass_adds_models_and_replaces_only_its_own(result):
     import copy
 
-    from benchmarks.profile import merge
+    from benchmarks.profile.run import merge
 
     later = copy.deepcopy(result)
     for run in later["runs"]:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from deploy.gcp import gcs, vertex
-from tests.unit.deploy_helpers import (
+from tests.unit.deploy.helpers import (
     DEPLOY,
     PLACEHOLDER,
     ROOT,
@@ -89,7 +89,7 @@ def test_cloudbuild_tests_archives_builds_pushes_and_deploys(cloudbuild):
     assert {"train", "serve"} <= dockerfile_stages()
     assert "python -m pytest" in script["test"] and "DATA_MIRROR=" in script["test"]
     # Every model under model_archives/ is archived: the step lists the folder, not names.
-    assert "scripts/build_mar.py $$(ls model_archives)" in script["archive"]
+    assert "python -m serve build $$(ls model_archives)" in script["archive"]
     assert "deploy.gcp.gcs push-models gs://${_BUCKET}/models/${_TAG}" in script["archive"]
     assert "gcloud run services replace" in script["deploy"]
     assert "deploy/gcp/cloudrun-service.yaml" in script["deploy"]

