@@ -301,7 +301,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             result = merge(json.loads(summary.read_text()), result)
         args.out.mkdir(parents=True, exist_ok=True)
         summary.write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / REPORT.name).write_text(report(result, args.out / PLOTS.name) + "\n")
+    # One final newline, as the end-of-file hook wants it.
+    (args.out / REPORT.name).write_text(report(result, args.out / PLOTS.name).rstrip("\n") + "\n")
     print(f"wrote {summary}, {args.out / REPORT.name}, {args.out / PLOTS.name}/")
 
 
