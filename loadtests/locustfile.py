@@ -3,6 +3,8 @@
 A black box: it knows the HTTP contract (POST /predictions/<model>, `Authorization: Bearer`, the
 Vertex AI `{"instances": [...]}` envelope answered by `{"predictions": [...]}`) and the payload
 pool that `python -m train.payload_pools` writes from the data (loadtests/pool/), nothing else.
+The user classes come from the pool's index.json, which `make pools` writes for every model of
+the registry: a new model gets its Locust user with its pool, and no class is written by hand.
 
     locust -f loadtests/locustfile.py --headless -u 8 -r 8 -t 60s --host http://127.0.0.1:8080
     locust -f loadtests/locustfile.py mutag_gcn ...                 # one model alone
@@ -14,6 +16,7 @@ Every option (token, weights, thresholds, Vertex, distributed mode) is in docs/l
 
 import json
 import logging
+import os
 import random
 import resource
 import sys
@@ -92,40 +95,6 @@ class ModelUser(FastHttpUser):
                 RUN.batch(self.model, int(batch))
 
 
-# One class per served model; the class name is the model name (and its URL and .mar).
-# Adding a model: one line here and one pool function in train/payload_pools.py.
-class cora_gcn(ModelUser):  # noqa: N801
-    """Random 1- and 2-hop Cora neighbourhoods."""
-
-
-class cora_gat(ModelUser):  # noqa: N801
-    """Random 1- and 2-hop Cora neighbourhoods."""
-
-
-class mutag_gcn(ModelUser):  # noqa: N801
-    """MUTAG molecules as atom symbols or one-hot rows."""
-
-
-class qm9_et(ModelUser):  # noqa: N801
-    """QM9 molecules as JSON or .xyz text, some asking for forces."""
-
-
-class imdb_bert(ModelUser):  # noqa: N801
-    """Raw IMDb reviews of every length, as text/plain or JSON."""
-
-
-class imdb_bert_int8(ModelUser):  # noqa: N801
-    """The same reviews against the int8 twin."""
-
-
-class flowers_vit(ModelUser):  # noqa: N801
-    """Flower photos as raw JPEG bytes or base64 JSON."""
-
-
-class flowers_cnn(ModelUser):  # noqa: N801
-    """The same photos against the CNN."""
-
-
 _pools: dict[str, list[tuple[bytes, str, bytes]]] = {}
 
 
@@ -150,6 +119,29 @@ def load_pool(folder: str, model: str) -> list[tuple[bytes, str, bytes]]:
             for p in entry["payloads"]
         ]
     return _pools[model]
+
+
+def pool_folder(argv: list[str], environ: dict[str, str] | os._Environ) -> str:
+    """The pool folder Locust will be given: --pool, else LOADTEST_POOL, else loadtests/pool.
+
+    Read from the command line before Locust parses it, because the user classes must exist
+    when Locust imports this file (its options are parsed after that).
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--pool" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--pool="):
+            return arg.split("=", 1)[1]
+    return environ.get("LOADTEST_POOL") or str(POOL)
+
+
+def user_classes(index: dict[str, Any]) -> dict[str, type]:
+    """One ModelUser subclass per model of a pool index; the class name is the model name
+    (and its URL and .mar)."""
+    return {
+        name: type(name, (ModelUser,), {"__doc__": f"{name}'s pool", "__module__": __name__})
+        for name in sorted(index)
+    }
 
 
 def per_model(spec: str, cast: type = float) -> tuple[Optional[Any], dict[str, Any]]:
@@ -201,6 +193,7 @@ class Run:
 
 
 RUN = Run()
+globals().update(user_classes(pool_index(pool_folder(sys.argv, os.environ))))
 
 
 @events.init_command_line_parser.add_listener
