@@ -9,7 +9,6 @@ Layout of the workspace (its own DVC repository, without git):
     data_versions.jsonl      K, DVC md5, molecules and shards of every data version
 """
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import yaml
 from omegaconf import DictConfig
 from torch_geometric.data import Data
 
+from online.lineage import append_jsonl, read_jsonl
 from train.qm9_data import write_qm9pack_csv
 
 
@@ -123,14 +123,11 @@ class DvcWorkspace:
         shutil.copy(
             self.root / "data.dvc", self.root / "versions" / f"data-v{version['data_version']}.yaml"
         )
-        with open(self.versions_file, "a") as f:
-            f.write(json.dumps(version, sort_keys=True) + "\n")
+        append_jsonl(self.versions_file, version)
         return version
 
     def versions(self) -> list[dict[str, Any]]:
-        if not self.versions_file.exists():
-            return []
-        return [json.loads(x) for x in self.versions_file.read_text().splitlines() if x.strip()]
+        return read_jsonl(self.versions_file)
 
     def current(self) -> Optional[dict[str, Any]]:
         versions = self.versions()

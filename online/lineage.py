@@ -31,6 +31,19 @@ RECORD_KEYS = (
 )
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of an append-only .jsonl file; [] before its first line."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_jsonl(path: Path, entry: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
 class Lineage:
     """Append-only model records and decision events of one online workspace."""
 
@@ -40,14 +53,10 @@ class Lineage:
         self.events = self.workdir / "events.jsonl"
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path)
 
     def append(self, record: dict[str, Any]) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        append_jsonl(self.path, record)
 
     def served(self) -> Optional[dict[str, Any]]:
         """The latest promoted model record (what clients get), or None."""
@@ -60,12 +69,8 @@ class Lineage:
     def log(self, event: str, **fields: Any) -> dict[str, Any]:
         """Appends a decision or action to events.jsonl and returns it."""
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event, **fields}
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.events, "a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
+        append_jsonl(self.events, entry)
         return entry
 
     def read_events(self) -> list[dict[str, Any]]:
-        if not self.events.exists():
-            return []
-        return [json.loads(line) for line in self.events.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.events)

@@ -60,16 +60,9 @@ def exchange(
         return e.code, e.read(), e.headers
 
 
-def http(
-    url: str,
-    tok: Optional[str] = None,
-    method: str = "GET",
-    body: bytes | None = None,
-    headers: Optional[dict[str, str]] = None,
-    timeout: float = 30,
-) -> tuple[int, bytes]:
-    """Sends one request; returns (status, body) for any HTTP status."""
-    status, data, _ = exchange(url, tok, method, body, headers, timeout)
+def http(url: str, tok: Optional[str] = None, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+    """exchange() without the response headers: (status, body) for any HTTP status."""
+    status, data, _ = exchange(url, tok, *args, **kwargs)
     return status, data
 
 

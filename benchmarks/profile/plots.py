@@ -83,20 +83,12 @@ def plot(result: dict[str, Any], plots: Path) -> list[str]:
         rs = sorted(
             rows(result, model=name, setting=settings[0], payloads="pool"), key=lambda r: r["users"]
         )
-        ax.plot(
-            [r["rps"] for r in rs],
-            [r["loadgen_cores"] for r in rs],
-            "o-",
-            color=colours(i),
-            label=f"{name} load generator",
-        )
-        ax.plot(
-            [r["rps"] for r in rs],
-            [r["server_cores"] for r in rs],
-            "s--",
-            color=colours(i),
-            label=f"{name} torchserve",
-        )
+        for key, style, who in (
+            ("loadgen_cores", "o-", "load generator"),
+            ("server_cores", "s--", "torchserve"),
+        ):
+            x, y = [r["rps"] for r in rs], [r[key] for r in rs]
+            ax.plot(x, y, style, color=colours(i), label=f"{name} {who}")
     ax.set_xlabel("achieved requests/s")
     ax.set_ylabel("cores used (of 2)")
     ax.set_title(f"CPU: Locust against TorchServe ({settings[0]})")
