@@ -10,11 +10,12 @@ import sys
 
 from serve.config import ROOT
 
+# Loaded the way Locust loads a locustfile (its folder on sys.path, imported by file name).
 PROBE = """
-import sys
-from locust.util.load_locustfile import is_user_class
-import loadtests.locustfile as m
-print(",".join(sorted(k for k, v in vars(m).items() if is_user_class(v))))
+from locust.util.load_locustfile import load_locustfile
+users, _ = load_locustfile("loadtests/locustfile.py")
+import locustfile as m
+print(",".join(sorted(users)))
 print(m.{first}.__name__, m.{first}.__module__, issubclass(m.{first}, m.ModelUser))
 """
 
@@ -42,7 +43,7 @@ def test_one_class_per_pool_model_from_pool_option_or_environment(tmp_path):
     b = pool(tmp_path / "b", "a_model", "c_model")
     names, first = classes(["locust", "-f", "x", "--pool", str(a)])
     assert names == "a_model,b_model"
-    assert first == "a_model loadtests.locustfile True"
+    assert first == "a_model locustfile True"
     assert classes(["locust", f"--pool={b}"])[0] == "a_model,c_model"
     assert classes(["locust"], env_pool=b)[0] == "a_model,c_model"
     # --pool wins over the environment, as Locust's own option parsing does.
