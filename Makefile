@@ -143,8 +143,10 @@ image-train: venv ## Build the training image (docker/wheelhouse.sh requirements
 	docker/base-image.sh
 	docker/podman.sh build --network host --format docker --target train -t $(TRAIN_IMAGE) .
 
+# The quickest real training job, run in the training image by `make image-train-test`.
+TRAIN_TEST_EXPERIMENT ?= cora_gcn
 image-train-test: venv ## Run the training image on a short real job (mirror mounted, no network); checks its export
-	$(PY) scripts/image_train_test.py --image $(TRAIN_IMAGE)
+	$(PY) scripts/image_train_test.py --image $(TRAIN_IMAGE) --experiment $(TRAIN_TEST_EXPERIMENT)
 
 image-test: venv java archive examples ## Build the image, run it Cloud Run/Vertex-style, compare with a local server (opt-in: root + podman)
 	$(PY) scripts/image_test.py --image $(IMAGE)

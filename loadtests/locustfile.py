@@ -7,7 +7,7 @@ The user classes come from the pool's index.json, which `make pools` writes for 
 the registry: a new model gets its Locust user with its pool, and no class is written by hand.
 
     locust -f loadtests/locustfile.py --headless -u 8 -r 8 -t 60s --host http://127.0.0.1:8080
-    locust -f loadtests/locustfile.py mutag_gcn ...                 # one model alone
+    locust -f loadtests/locustfile.py <model> ...                   # one model alone
     locust -f loadtests/locustfile.py,loadtests/step_shape.py ...  # the step shape
     locust -f loadtests/locustfile.py ... --rate 50                 # constant rate (requests/s)
 
@@ -156,7 +156,7 @@ def add_options(parser: Any) -> None:
         help="sent as Authorization: Bearer <token> when set",
     )
     parser.add_argument("--pool", env_var="LOADTEST_POOL", default=str(POOL), help="pool folder")
-    parser.add_argument("--weights", default="", help="per-class weights, e.g. cora_gcn=3,qm9_et=1")
+    parser.add_argument("--weights", default="", help="per-class weights, e.g. <model>=3,<other>=1")
     parser.add_argument(
         "--vertex", action="store_true", help='send the Vertex AI {"instances": [...]} envelope'
     )
@@ -170,9 +170,9 @@ def add_options(parser: Any) -> None:
         "--rate", type=float, default=0.0, help="constant-rate mode: requests/s for all users"
     )
     parser.add_argument(
-        "--max-fail-ratio", default="0.01", help="threshold, e.g. 0.01 or 0.01,qm9_et=0"
+        "--max-fail-ratio", default="0.01", help="threshold, e.g. 0.01 or 0.01,<model>=0"
     )
-    parser.add_argument("--max-p95-ms", default="", help="threshold, e.g. 500,mutag_gcn=50")
+    parser.add_argument("--max-p95-ms", default="", help="threshold, e.g. 500,<model>=50")
     parser.add_argument("--max-p99-ms", default="", help="threshold, e.g. 1000")
     parser.add_argument("--summary-json", default="", help="write the machine-readable summary")
 

@@ -17,7 +17,7 @@ log = logging.getLogger("loadtest")
 
 
 def per_model(spec: str, cast: type = float) -> tuple[Optional[Any], dict[str, Any]]:
-    """'0.01' or '500,mutag_gcn=50' -> (default, {model: value}); '' -> (None, {})."""
+    """'0.01' or '500,<model>=50' -> (default, {model: value}); '' -> (None, {})."""
     default, overrides = None, {}
     for part in filter(None, (s.strip() for s in (spec or "").split(","))):
         if "=" in part:
