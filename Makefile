@@ -25,7 +25,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
         online-watch online-status online-reconcile online-restore pools loadtest profile
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 venv: $(VENV)/.installed ## Create .venv and install the pinned requirements
