@@ -30,6 +30,7 @@ from typing import Any, Optional
 
 from benchmarks.common import RESULTS, example_index, machine, mar_config, memory_gib
 from benchmarks.profile.locust import read_run, run_locust
+from benchmarks.profile.merge import merge
 from benchmarks.profile.metrics import LogTail, Sampler, group_cpu_s, machine_cpu_s
 from benchmarks.profile.report import report
 from benchmarks.profile.settings import DEFAULT_SETTINGS, QUIET_LOG4J2, SETTINGS, Setting
@@ -239,34 +240,6 @@ def profile(
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     return result
-
-
-def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """`new` plus what `old` measured for models that `new` did not (a later pass adds models)."""
-    measured = {r["model"] for r in new["runs"]}
-    passes = old.get("passes") or [pass_info(old)]
-    settings = {s["name"]: s for s in old["settings"]}
-    settings.update({s["name"]: s for s in new["settings"]})
-    order = [s.name for s in SETTINGS if s.name in settings]
-    return {
-        **new,
-        "settings": [settings[n] for n in order + sorted(set(settings) - set(order))],
-        "in_process": {**old["in_process"], **new["in_process"]},
-        "ready": {**old["ready"], **new["ready"]},
-        "runs": [r for r in old["runs"] if r["model"] not in measured] + new["runs"],
-        "passes": [*passes, pass_info(new)],
-    }
-
-
-def pass_info(result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "models": sorted({r["model"] for r in result["runs"]}),
-        "argv": result.get("argv"),
-        **{
-            k: result[k]
-            for k in ("started", "finished", "load_average_before", "load_average_after")
-        },
-    }
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -182,7 +182,7 @@ def test_log_tail_reads_each_batch_once(tmp_path):
 def test_a_later_pass_adds_models_and_replaces_only_its_own(result):
     import copy
 
-    from benchmarks.profile.run import merge
+    from benchmarks.profile.merge import merge
 
     later = copy.deepcopy(result)
     for run in later["runs"]:
