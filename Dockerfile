@@ -84,6 +84,7 @@ COPY configs/ configs/
 COPY train/ train/
 COPY handlers/ handlers/
 COPY scripts/ scripts/
+COPY serve/ serve/
 COPY model_archives/ model_archives/
 COPY deploy/ deploy/
 COPY docker/train-entrypoint.sh docker/

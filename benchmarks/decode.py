@@ -15,14 +15,12 @@ import time
 import zipfile
 from pathlib import Path
 
-import yaml
-
-from scripts.tsctl import ROOT
+from benchmarks.common import RESULTS, example_index, mar_config
+from serve.config import ROOT
 
 sys.path.insert(0, str(ROOT / "handlers"))
 from image_request import decode_image  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 POOL = ROOT / "loadtests" / "pool"
 
 
@@ -30,9 +28,7 @@ def settings(mar: Path) -> dict:
     """The decode arguments the model's handler uses, read from its .mar."""
     with zipfile.ZipFile(mar) as z:
         meta = json.loads(z.read("meta.json"))
-        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
-        config = yaml.safe_load(z.read(manifest["model"]["configFile"])) or {}
-    handler = config.get("handler", {})
+    handler = mar_config(mar).get("handler", {})
     return {
         "max_pixels": handler.get("max_pixels", 24_000_000),
         "draft": meta["decode"]["draft"],
@@ -57,7 +53,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=ROOT / "model_store")
     parser.add_argument("--repeat", type=int, default=50)
     args = parser.parse_args()
-    examples = json.loads((ROOT / "examples" / "index.json").read_text())
+    examples = example_index()
     out = {"command": "python -m benchmarks.decode", "models": {}}
     for name, entry in sorted(examples.items()):
         if not entry["content_type"].startswith("image/"):

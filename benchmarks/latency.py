@@ -13,93 +13,42 @@ Usage: python -m benchmarks.latency [--models a b] [--store model_store] [--seco
 """
 
 import argparse
-import http.client as httpclient
 import json
-import platform
 import statistics
-import sys
 import tempfile
-import threading
-import time
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
-import ts
-from ts.context import RequestProcessor
-from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-from ts.model_loader import ModelLoaderFactory
 
-from scripts.tsctl import ROOT, http, model_names, start_server, stop_server, token
+from benchmarks.clients import Client, closed_loop
+from benchmarks.common import (
+    RESULTS,
+    example,
+    handler_of,
+    load_service,
+    machine,
+    percentile,
+    rate,
+    timed,
+)
+from serve.config import ROOT
+from serve.metrics import BACKEND_US, QUEUE_US, REQUESTS, per_model, scrape
+from serve.server import Server, model_names, start
 
-RESULTS = ROOT / "benchmarks" / "results"
 BATCHES = (1, 2, 4, 8, 16, 32)
 CLIENTS = 16
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) by nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
-def timed(fn: Callable[[], Any], seconds: float, min_iters: int = 20) -> list[float]:
-    """Runs fn repeatedly for about `seconds` after a warm-up; returns latencies in ms."""
-    for _ in range(5):
-        fn()
-    times: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < min_iters or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-        if len(times) >= 5000:
-            break
-    return times
-
-
-def load_service(
-    mar: Path, workdir: Path, gpu_id: Optional[int] = None, batch_size: int = 32
-) -> Any:
-    """Unpacks a .mar and loads it as a TorchServe worker does; returns the Service.
-
-    gpu_id is what TorchServe gives a CUDA worker (benchmarks/gpu_profile.py); None is CPU.
-    """
-    model_dir = workdir / mar.stem
-    with zipfile.ZipFile(mar) as z:
-        z.extractall(model_dir)
-    manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
-    metrics = MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
-    metrics.initialize_cache()
-    # The worker process runs with the model dir on sys.path (handler modules import flat).
-    sys.path.insert(0, str(model_dir))
-    loader = ModelLoaderFactory.get_model_loader()
-    return loader.load(
-        mar.stem,
-        str(model_dir),
-        manifest["model"]["handler"],
-        gpu_id,
-        batch_size,
-        metrics_cache=metrics,
-    )
-
-
-def example_request() -> dict[str, dict[str, str]]:
-    return json.loads((ROOT / "examples" / "index.json").read_text())
-
-
 def in_process(name: str, mar: Path, workdir: Path, seconds: float) -> dict[str, Any]:
     """Scripted-model latency per batch size, and the whole handler at batch 1."""
-    service = load_service(mar, workdir)
-    handler, ctx = service._entry_point.__self__, service.context
-    entry = example_request()[name]
-    body = (ROOT / "examples" / entry["file"]).read_bytes()
-    headers = {"Content-Type": entry["content_type"]}
+    from ts.context import RequestProcessor
+
+    handler, ctx = handler_of(load_service(mar, workdir))
+    body, ctype = example(name)
 
     def handle(n: int) -> list[Any]:
-        ctx.request_processor = [RequestProcessor(dict(headers)) for _ in range(n)]
+        ctx.request_processor = [RequestProcessor({"Content-Type": ctype}) for _ in range(n)]
         ctx.request_ids = {i: f"bench-{i}" for i in range(n)}
         ctx.metrics.request_ids = ctx.request_ids
         return handler.handle([{"body": body} for _ in range(n)], ctx)
@@ -112,8 +61,7 @@ def in_process(name: str, mar: Path, workdir: Path, seconds: float) -> dict[str,
         items = [item] * b
         with torch.inference_mode():
             lat = timed(lambda items=items: handler.model(*handler.collate(items)), seconds)
-        p50 = statistics.median(lat)
-        results["batches"][str(b)] = {"p50_ms": round(p50, 3), "per_s": round(b * 1000 / p50, 1)}
+        results["batches"][str(b)] = rate(lat, b)
     best = max(results["batches"], key=lambda b: results["batches"][b]["per_s"])
     lat = timed(lambda: handle(1), seconds)
     results.update(
@@ -126,119 +74,48 @@ def in_process(name: str, mar: Path, workdir: Path, seconds: float) -> dict[str,
     return results
 
 
-class Client:
-    """One keep-alive HTTP connection posting the example request."""
-
-    def __init__(self, base: str, tok: str, name: str, body: bytes, content_type: str) -> None:
-        host, port = base.removeprefix("http://").split(":")
-        self.conn = httpclient.HTTPConnection(host, int(port), timeout=60)
-        self.path, self.body = f"/predictions/{name}", body
-        self.headers = {"Content-Type": content_type, "Authorization": f"Bearer {tok}"}
-
-    def post(self) -> int:
-        self.conn.request("POST", self.path, body=self.body, headers=self.headers)
-        resp = self.conn.getresponse()
-        resp.read()
-        return resp.status
-
-
-def counters(metrics_url: str, name: str) -> dict[str, float]:
-    """TorchServe's cumulative per-model counters from /metrics (Prometheus text)."""
-    text = http(f"{metrics_url}/metrics")[1].decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if f'model_name="{name}"' in line and not line.startswith("#"):
-            out[line.split("{")[0]] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def throughput(server: Any, tok: str, name: str, body: bytes, ctype: str, seconds: float) -> float:
+def throughput(server: Server, name: str, body: bytes, ctype: str, seconds: float) -> float:
     """Requests/s that CLIENTS closed-loop client threads get through."""
-    done = [0] * CLIENTS
-    errors = [0] * CLIENTS
-    stop = time.perf_counter() + seconds
-
-    def loop(i: int) -> None:
-        client = Client(server.inference, tok, name, body, ctype)
-        while time.perf_counter() < stop:
-            if client.post() == 200:
-                done[i] += 1
-            else:
-                errors[i] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(CLIENTS)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if sum(errors):
-        raise RuntimeError(f"{name}: {sum(errors)} failed requests under load")
-    return sum(done) / (time.perf_counter() - start)
+    path = f"/predictions/{name}"
+    done = closed_loop(server.inference, path, [body], ctype, CLIENTS, seconds, tok=server.token())
+    if done["err"]:
+        raise RuntimeError(f"{name}: {done['err']} failed requests under load: {done['codes']}")
+    return done["ok"] / seconds
 
 
-def served(server: Any, name: str, seconds: float) -> dict[str, Any]:
+def served(server: Server, name: str, seconds: float) -> dict[str, Any]:
     """p50 at 1 client with keep-alive, the server-side split, and throughput at 16 clients."""
-    entry = example_request()[name]
-    body = (ROOT / "examples" / entry["file"]).read_bytes()
-    tok = token("inference", server.key_file)
-    client = Client(server.inference, tok, name, body, entry["content_type"])
+    body, ctype = example(name)
+    client = Client(server.inference, f"/predictions/{name}", body, ctype, server.token())
     assert client.post() == 200, f"{name}: example request failed"
-    before = counters(server.metrics, name)
+    before = per_model(scrape(server.metrics), name)
     lat = timed(client.post, seconds, min_iters=50)
-    after = counters(server.metrics, name)
-    n = after["ts_inference_requests_total"] - before["ts_inference_requests_total"]
+    after = per_model(scrape(server.metrics), name)
+    n = after[REQUESTS] - before[REQUESTS]
     per_req = {
-        key: round((after[key] - before[key]) / n / 1000, 3)
-        for key in ("ts_inference_latency_microseconds", "ts_queue_latency_microseconds")
+        key: round((after[key] - before[key]) / n / 1000, 3) for key in (BACKEND_US, QUEUE_US)
     }
     result = {
         "p50_ms_1_client": round(statistics.median(lat), 3),
         "p95_ms_1_client": round(percentile(lat, 95), 3),
         "p99_ms_1_client": round(percentile(lat, 99), 3),
         # Frontend's view: time in the backend worker (handler + IPC) and in the job queue.
-        "backend_ms_per_request": per_req["ts_inference_latency_microseconds"],
-        "queue_ms_per_request": per_req["ts_queue_latency_microseconds"],
+        "backend_ms_per_request": per_req[BACKEND_US],
+        "queue_ms_per_request": per_req[QUEUE_US],
         f"per_s_{CLIENTS}_clients_batching": round(
-            throughput(server, tok, name, body, entry["content_type"], seconds), 1
+            throughput(server, name, body, ctype, seconds), 1
         ),
     }
-    mgmt = token("management", server.key_file)
     copy = f"{name}_nobatch"
-    status, msg = http(
-        f"{server.management}/models?url={name}.mar&model_name={copy}"
-        "&batch_size=1&initial_workers=1&synchronous=true",
-        mgmt,
-        method="POST",
-    )
-    if status != 200:
-        raise RuntimeError(f"registering {copy} failed: {status} {msg[:200]!r}")
+    mgmt = server.client()
+    mgmt.register(f"{name}.mar", 1, model_name=copy, batch_size=1)
     try:
         result[f"per_s_{CLIENTS}_clients_batch_size_1"] = round(
-            throughput(server, tok, copy, body, entry["content_type"], seconds), 1
+            throughput(server, copy, body, ctype, seconds), 1
         )
     finally:
-        http(f"{server.management}/models/{copy}", mgmt, method="DELETE")
+        mgmt.unregister(copy)
     return result
-
-
-def machine() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    import os
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -278,8 +155,7 @@ def main() -> None:
             # A handler's torch_threads (model-config.yaml) must not carry over to the next model.
             torch.set_num_threads(threads)
             local[n] = in_process(n, args.store / f"{n}.mar", work, args.seconds)
-        (work / "ts").mkdir()
-        server = start_server(args.store, work / "ts", args.store, names)
+        server = start(args.store, work / "ts", names, artifacts=args.store)
         try:
             for name in names:
                 sv = served(server, name, args.seconds)
@@ -297,7 +173,7 @@ def main() -> None:
                 rows.append(row)
                 print(f"{name}: {json.dumps(row['served'])}")
         finally:
-            stop_server(server)
+            server.stop()
     m = machine()
     md = (
         f"# make bench\n\nMachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "

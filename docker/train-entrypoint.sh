@@ -21,6 +21,6 @@ if [ -n "$out" ]; then
   python -m deploy.gcp.gcs push "$ARTIFACTS_DIR/$EXPERIMENT" "${out%/}/$EXPERIMENT"
 fi
 if [ -n "${MODEL_STORE_URI:-}" ]; then
-  python scripts/build_mar.py "$EXPERIMENT" --artifacts "$ARTIFACTS_DIR" --export-path /tmp/model_store
+  python -m serve build "$EXPERIMENT" --artifacts "$ARTIFACTS_DIR" --export-path /tmp/model_store
   python -m deploy.gcp.gcs push-models "$MODEL_STORE_URI" --store /tmp/model_store --models "$EXPERIMENT"
 fi

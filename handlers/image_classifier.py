@@ -100,7 +100,7 @@ class ImageClassifierHandler(JsonBatchHandler):
         k = topk_value(payload["topk"], len(self.labels)) if "topk" in payload else None
         return ImageItem(self._decode(data, field), k)
 
-    def _form_file(self, row: dict) -> tuple[str, bytes]:
+    def _form_file(self, row: dict) -> tuple[str, bytes | bytearray]:
         """The uploaded file of a multipart form: TorchServe passes each form field as a key."""
         for name in FILE_FIELDS:
             if isinstance(row.get(name), (bytes, bytearray)):

@@ -2,10 +2,12 @@
 
 A black box: it knows the HTTP contract (POST /predictions/<model>, `Authorization: Bearer`, the
 Vertex AI `{"instances": [...]}` envelope answered by `{"predictions": [...]}`) and the payload
-pool that `python -m train.payload_pools` writes from the data (loadtests/pool/), nothing else.
+pool that `python -m train.core.pools` writes from the data (loadtests/pool/), nothing else.
+The user classes come from the pool's index.json, which `make pools` writes for every model of
+the registry: a new model gets its Locust user with its pool, and no class is written by hand.
 
     locust -f loadtests/locustfile.py --headless -u 8 -r 8 -t 60s --host http://127.0.0.1:8080
-    locust -f loadtests/locustfile.py mutag_gcn ...                 # one model alone
+    locust -f loadtests/locustfile.py <model> ...                   # one model alone
     locust -f loadtests/locustfile.py,loadtests/step_shape.py ...  # the step shape
     locust -f loadtests/locustfile.py ... --rate 50                 # constant rate (requests/s)
 
@@ -14,16 +16,16 @@ Every option (token, weights, thresholds, Vertex, distributed mode) is in docs/l
 
 import json
 import logging
+import os
 import random
-import resource
 import sys
 import time
-from array import array
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from locust import FastHttpUser, events, task
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import WorkerRunner
+from run_summary import RUN, per_model  # flat: Locust puts this folder on sys.path
 
 POOL = Path(__file__).resolve().parent / "pool"
 
@@ -92,40 +94,6 @@ class ModelUser(FastHttpUser):
                 RUN.batch(self.model, int(batch))
 
 
-# One class per served model; the class name is the model name (and its URL and .mar).
-# Adding a model: one line here and one pool function in train/payload_pools.py.
-class cora_gcn(ModelUser):  # noqa: N801
-    """Random 1- and 2-hop Cora neighbourhoods."""
-
-
-class cora_gat(ModelUser):  # noqa: N801
-    """Random 1- and 2-hop Cora neighbourhoods."""
-
-
-class mutag_gcn(ModelUser):  # noqa: N801
-    """MUTAG molecules as atom symbols or one-hot rows."""
-
-
-class qm9_et(ModelUser):  # noqa: N801
-    """QM9 molecules as JSON or .xyz text, some asking for forces."""
-
-
-class imdb_bert(ModelUser):  # noqa: N801
-    """Raw IMDb reviews of every length, as text/plain or JSON."""
-
-
-class imdb_bert_int8(ModelUser):  # noqa: N801
-    """The same reviews against the int8 twin."""
-
-
-class flowers_vit(ModelUser):  # noqa: N801
-    """Flower photos as raw JPEG bytes or base64 JSON."""
-
-
-class flowers_cnn(ModelUser):  # noqa: N801
-    """The same photos against the CNN."""
-
-
 _pools: dict[str, list[tuple[bytes, str, bytes]]] = {}
 
 
@@ -152,55 +120,30 @@ def load_pool(folder: str, model: str) -> list[tuple[bytes, str, bytes]]:
     return _pools[model]
 
 
-def per_model(spec: str, cast: type = float) -> tuple[Optional[Any], dict[str, Any]]:
-    """'0.01' or '500,mutag_gcn=50' -> (default, {model: value}); '' -> (None, {})."""
-    default, overrides = None, {}
-    for part in filter(None, (s.strip() for s in (spec or "").split(","))):
-        if "=" in part:
-            name, value = part.split("=", 1)
-            overrides[name.strip()] = cast(value)
-        else:
-            default = cast(part)
-    return default, overrides
+def pool_folder(argv: list[str], environ: dict[str, str] | os._Environ) -> str:
+    """The pool folder Locust will be given: --pool, else LOADTEST_POOL, else loadtests/pool.
+
+    Read from the command line before Locust parses it, because the user classes must exist
+    when Locust imports this file (its options are parsed after that).
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--pool" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--pool="):
+            return arg.split("=", 1)[1]
+    return environ.get("LOADTEST_POOL") or str(POOL)
 
 
-class Run:
-    """What Locust's own stats lack: exact latencies, X-Batch-Size, the load generator's CPU."""
-
-    def __init__(self) -> None:
-        self.reset_with_stats = False
-        self.reset()
-
-    def reset(self) -> None:
-        self.times: dict[str, array] = {}
-        self.batches: dict[str, list[int]] = {}
-        self.wall0 = time.monotonic()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        self.cpu0 = usage.ru_utime + usage.ru_stime
-
-    def request(self, name: str, response_time: float) -> None:
-        self.times.setdefault(name, array("d")).append(response_time)
-
-    def batch(self, name: str, size: int) -> None:
-        counts = self.batches.setdefault(name, [0, 0])
-        counts[0] += 1
-        counts[1] += size
-
-    def exact(self, name: str) -> dict[str, float]:
-        values = sorted(self.times.get(name, []))
-        if not values:
-            return {}
-        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-        return {f"p{int(q * 100)}_ms": round(pick(q), 3) for q in (0.5, 0.95, 0.99)}
-
-    def loadgen(self) -> dict[str, float]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        wall = time.monotonic() - self.wall0
-        cpu = usage.ru_utime + usage.ru_stime - self.cpu0
-        return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "cores": round(cpu / wall, 3)}
+def user_classes(index: dict[str, Any]) -> dict[str, type]:
+    """One ModelUser subclass per model of a pool index; the class name is the model name
+    (and its URL and .mar)."""
+    return {
+        name: type(name, (ModelUser,), {"__doc__": f"{name}'s pool", "__module__": __name__})
+        for name in sorted(index)
+    }
 
 
-RUN = Run()
+globals().update(user_classes(pool_index(pool_folder(sys.argv, os.environ))))
 
 
 @events.init_command_line_parser.add_listener
@@ -213,7 +156,7 @@ def add_options(parser: Any) -> None:
         help="sent as Authorization: Bearer <token> when set",
     )
     parser.add_argument("--pool", env_var="LOADTEST_POOL", default=str(POOL), help="pool folder")
-    parser.add_argument("--weights", default="", help="per-class weights, e.g. cora_gcn=3,qm9_et=1")
+    parser.add_argument("--weights", default="", help="per-class weights, e.g. <model>=3,<other>=1")
     parser.add_argument(
         "--vertex", action="store_true", help='send the Vertex AI {"instances": [...]} envelope'
     )
@@ -227,9 +170,9 @@ def add_options(parser: Any) -> None:
         "--rate", type=float, default=0.0, help="constant-rate mode: requests/s for all users"
     )
     parser.add_argument(
-        "--max-fail-ratio", default="0.01", help="threshold, e.g. 0.01 or 0.01,qm9_et=0"
+        "--max-fail-ratio", default="0.01", help="threshold, e.g. 0.01 or 0.01,<model>=0"
     )
-    parser.add_argument("--max-p95-ms", default="", help="threshold, e.g. 500,mutag_gcn=50")
+    parser.add_argument("--max-p95-ms", default="", help="threshold, e.g. 500,<model>=50")
     parser.add_argument("--max-p99-ms", default="", help="threshold, e.g. 1000")
     parser.add_argument("--summary-json", default="", help="write the machine-readable summary")
 
@@ -259,95 +202,3 @@ def select_classes(environment: Any, **_: Any) -> None:
     if not keep:
         sys.exit(f"no user class to run: no pool in {opts.pool} or every weight is 0")
     environment.user_classes[:] = keep
-
-
-@events.test_start.add_listener
-def on_test_start(**_: Any) -> None:
-    RUN.reset()
-
-
-@events.spawning_complete.add_listener
-def on_spawned(**_: Any) -> None:
-    # --reset-stats: Locust drops the ramp-up from its stats here; so do we.
-    if RUN.reset_with_stats:
-        RUN.reset()
-
-
-@events.request.add_listener
-def on_request(name: str, response_time: float, exception: Any, **_: Any) -> None:
-    if exception is None:
-        RUN.request(name, response_time)
-
-
-def summary(environment: Any) -> dict[str, Any]:
-    """Per endpoint: counts, rps, Locust's percentiles, exact ones, batch size; thresholds."""
-    opts = environment.parsed_options
-    fail_default, fail_over = per_model(opts.max_fail_ratio)
-    p95_default, p95_over = per_model(opts.max_p95_ms)
-    p99_default, p99_over = per_model(opts.max_p99_ms)
-    endpoints, violations = {}, []
-    for cls in environment.user_classes:
-        name = cls.__name__
-        s = environment.stats.get(name, "POST")
-        row = {
-            "requests": s.num_requests,
-            "failures": s.num_failures,
-            "fail_ratio": round(s.fail_ratio, 6),
-            "rps": round(s.total_rps, 3),
-            "mean_ms": round(s.avg_response_time, 3),
-            "p50_ms": s.get_response_time_percentile(0.5),
-            "p95_ms": s.get_response_time_percentile(0.95),
-            "p99_ms": s.get_response_time_percentile(0.99),
-            "max_ms": round(s.max_response_time or 0, 3),
-            "exact": RUN.exact(name),
-        }
-        done, total = RUN.batches.get(name, [0, 0])
-        row["batch_size_mean"] = round(total / done, 3) if done else None
-        limits = {
-            "max_fail_ratio": fail_over.get(name, fail_default),
-            "max_p95_ms": p95_over.get(name, p95_default),
-            "max_p99_ms": p99_over.get(name, p99_default),
-        }
-        row["limits"] = limits
-        if s.num_requests == 0:
-            violations.append(f"{name}: no requests were made")
-        checks = [
-            ("fail_ratio", row["fail_ratio"], limits["max_fail_ratio"]),
-            ("p95_ms", row["p95_ms"], limits["max_p95_ms"]),
-            ("p99_ms", row["p99_ms"], limits["max_p99_ms"]),
-        ]
-        for what, value, limit in checks:
-            if limit is not None and s.num_requests and value > limit:
-                violations.append(f"{name}: {what} {value} > {limit}")
-        endpoints[name] = row
-    return {
-        "host": environment.host,
-        "vertex": bool(opts.vertex),
-        "rate": opts.rate or None,
-        "users": getattr(environment.runner, "target_user_count", None),
-        # With --processes/--master the workers' exact latencies, batch sizes and CPU stay in
-        # the workers: "exact" and "batch_size_mean" are empty and "loadgen" is the master's.
-        "distributed": isinstance(environment.runner, MasterRunner),
-        "loadgen": RUN.loadgen(),
-        "endpoints": endpoints,
-        "violations": violations,
-        "passed": not violations,
-    }
-
-
-@events.quitting.add_listener
-def check_thresholds(environment: Any, **_: Any) -> None:
-    """Writes --summary-json and exits non-zero when a threshold is missed."""
-    if environment.parsed_options is None or isinstance(environment.runner, WorkerRunner):
-        return
-    result = summary(environment)
-    if environment.parsed_options.summary_json:
-        path = Path(environment.parsed_options.summary_json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-    for line in result["violations"]:
-        log.error("THRESHOLD MISSED %s", line)
-    if result["violations"]:
-        environment.process_exit_code = 1
-    else:
-        log.info("thresholds met for %s", ", ".join(result["endpoints"]))

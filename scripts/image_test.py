@@ -5,7 +5,7 @@ Usage: python scripts/image_test.py [--skip-build] [--image NAME] [--timeout S]
 
 1. Builds the image (docker/base-image.sh and docker/wheelhouse.sh first when needed).
 2. Starts a local TorchServe on free loopback ports with the same model_store/*.mar
-   (tests.e2e.conftest.start_server) and records its answer to examples/<model>.*.
+   (serve.server.start) and records its answer to examples/<model>.*.
 3. Cloud Run-like run: PORT=9090, TOKEN_AUTH=off, read-only root with a /tmp tmpfs, only
    that port published (on 127.0.0.1). Waits for the image's HEALTHCHECK; checks that only the
    inference port listens beyond loopback; sends each example as is, in the Vertex AI envelope
@@ -34,8 +34,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.tsctl import http  # noqa: E402
-from tests.e2e.conftest import start_server, stop_server  # noqa: E402
+from serve.client import http, parsed  # noqa: E402
+from serve.server import start as start_server  # noqa: E402
+from train.core.registry import served_models  # noqa: E402
 
 ENGINE = shlex.split(os.environ.get("CONTAINER_ENGINE", str(ROOT / "docker" / "podman.sh")))
 BASE_IMAGE = "docker.io/library/debian:bookworm-slim"
@@ -122,11 +123,11 @@ def image_facts(image: str, models: list[str]) -> None:
 def reference_answers(models: list[str], examples: dict) -> dict[str, tuple[int, Any]]:
     """Each model's answer to its example from a local TorchServe on free ports."""
     work = Path(tempfile.mkdtemp(prefix="image-test-"))
-    server = start_server(ROOT / "model_store", work, ROOT / "artifacts", models)
+    server = start_server(ROOT / "model_store", work, models, artifacts=ROOT / "artifacts")
     try:
         return {m: server_answer(server, m, examples[m]) for m in models}
     finally:
-        stop_server(server)
+        server.stop()
 
 
 def server_answer(server: Any, name: str, example: dict) -> tuple[int, Any]:
@@ -137,10 +138,7 @@ def server_answer(server: Any, name: str, example: dict) -> tuple[int, Any]:
 
 def post(url: str, body: bytes, content_type: str, tok: str | None = None) -> tuple[int, Any]:
     status, raw = http(url, tok, "POST", body, {"Content-Type": content_type}, timeout=120)
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
+    return status, parsed(raw)
 
 
 def run_container(image: str, name: str, env: dict[str, str], port: int, *extra: str) -> str:
@@ -275,12 +273,16 @@ def main() -> None:
     parser.add_argument("--image", default="localhost/torchserve-bundle:latest")
     parser.add_argument("--skip-build", action="store_true")
     args = parser.parse_args()
-    models = sorted(p.stem for p in (ROOT / "model_store").glob("*.mar"))
+    models = served_models()
     index_file = ROOT / "examples" / "index.json"
     examples = json.loads(index_file.read_text()) if index_file.exists() else {}
-    missing = [m for m in models if m not in examples]
+    missing = [
+        m for m in models if m not in examples or not (ROOT / "model_store" / f"{m}.mar").exists()
+    ]
     if not models or missing:
-        sys.exit(f"models {models}, without examples: {missing}: run `make archive examples`")
+        sys.exit(
+            f"models {models}, without .mar or example: {missing}: run `make archive examples`"
+        )
     if not args.skip_build:
         build(args.image)
     start = time.monotonic()

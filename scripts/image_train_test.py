@@ -1,8 +1,8 @@
 """`make image-train-test`: runs the training image as a Vertex AI custom job would, on a short
 real job, and checks what it exported.
 
-Usage: python scripts/image_train_test.py [--image NAME] [--experiment cora_gcn]
-       [--overrides key=value ...]
+Usage: python scripts/image_train_test.py --experiment NAME [--image NAME]
+       [--overrides key=value ...]        (make image-train-test: TRAIN_TEST_EXPERIMENT)
 
 The container gets the data mirror read-only at /mirror (DATA_MIRROR, as DATA_URI would after
 its GCS pull), writes its artifacts to a mounted folder (ARTIFACTS_DIR), runs as its own
@@ -31,7 +31,7 @@ ENGINE = shlex.split(os.environ.get("CONTAINER_ENGINE", str(ROOT / "docker" / "p
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default="localhost/torchserve-bundle-train:latest")
-    parser.add_argument("--experiment", default="cora_gcn")
+    parser.add_argument("--experiment", required=True, help="a registered model: a real job")
     parser.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides")
     args = parser.parse_args(argv)
     mirror = os.environ.get("DATA_MIRROR")

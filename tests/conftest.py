@@ -5,10 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from train.core.registry import experiment_config, spec
+from train.core.registry import CONFIGS, experiment_config, spec
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "configs"
+__all__ = ["CONFIGS", "GRAPH_MODELS", "ROOT", "mirror", "tiny_cfg"]  # CONFIGS: family tests
+# The models whose handlers the graph tests check one by one (tests/unit/test_export.py,
+# tests/e2e/test_graph_serving.py).
+GRAPH_MODELS = ("cora_gcn", "cora_gat", "mutag_gcn")
 
 
 def mirror() -> str | None:
@@ -40,11 +43,13 @@ def tiny_cfg(experiment: str, artifacts: Path, *overrides: str):
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory) -> Path:
-    """Trains every graph model for a few epochs and exports it; returns the artifacts root."""
+    """Trains the graph models of the unit and e2e graph tests with their archive.yaml's tiny
+    overrides and exports them; returns the artifacts root (tests/e2e adds the others to it)."""
     from hydra.utils import get_method
 
     root = tmp_path_factory.mktemp("artifacts")
-    for name in ("cora_gcn", "cora_gat", "mutag_gcn"):
-        cfg = tiny_cfg(name, root, *spec(name).tiny)  # archive.yaml's tiny-run overrides
+    for name in GRAPH_MODELS:
+        model = spec(name)
+        cfg = tiny_cfg(model.experiment, root, *model.tiny)
         get_method(cfg.runner)(cfg)
     return root

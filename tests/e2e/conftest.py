@@ -1,13 +1,18 @@
-"""Starts the real torchserve binary on free ports with .mar files built from tiny training runs."""
+"""Starts the real torchserve binary on free ports with .mar files built from tiny training runs.
+
+Every model comes from the registry (model_archives/*/archive.yaml): its tiny run is the
+spec's `tiny` overrides, trained after the models it `requires`, all into one artifacts root.
+"""
 
 import shutil
 from pathlib import Path
 
 import pytest
 
-from scripts.build_mar import build
-from scripts.tsctl import Server, http, start_server, stop_server
-from tests.conftest import mirror, tiny_cfg
+from serve.archive import build_mar
+from serve.server import start
+from tests.conftest import GRAPH_MODELS, mirror, tiny_cfg
+from train.core.registry import specs
 
 pytestmark = pytest.mark.e2e
 
@@ -18,8 +23,8 @@ def graph_store(tiny_artifacts, tmp_path_factory) -> Path:
     if mirror() is None:
         pytest.skip("DATA_MIRROR is not set")
     store = tmp_path_factory.mktemp("model_store")
-    for name in ("cora_gcn", "cora_gat", "mutag_gcn"):
-        build(name, tiny_artifacts, store)
+    for name in GRAPH_MODELS:
+        build_mar(name, tiny_artifacts, store)
     return store
 
 
@@ -29,70 +34,44 @@ def server(graph_store, tiny_artifacts, tmp_path_factory):
     if shutil.which("java") is None:
         pytest.fail("java is not installed: run scripts/ensure_java.sh")
     workdir = tmp_path_factory.mktemp("torchserve")
-    srv = start_server(graph_store, workdir, tiny_artifacts, ["cora_gcn", "cora_gat", "mutag_gcn"])
+    srv = start(graph_store, workdir, list(GRAPH_MODELS), artifacts=tiny_artifacts)
     yield srv
-    stop_server(srv)
-
-
-# Tiny runs of the other families: the pipeline, not the accuracy. Each trains once per session
-# (tiny_run), for its family's e2e module and for the load-test smoke run over every model.
-TINY_RUNS: dict[str, list[str]] = {
-    # imdb_bert_int8 trains imdb_bert first (its artifact is missing), then quantizes it.
-    "imdb_bert_int8": [
-        "trainer.max_epochs=1",
-        "data.train_samples=32",
-        "data.test_samples=16",
-        "data.max_length=64",
-        "data.train_max_length=64",
-        "data.batch_size=16",
-    ],
-    "qm9_et": [
-        "data.limit=120",
-        "trainer.max_epochs=1",
-        "trainer.max_time=null",
-        "model.net.embedding_dimension=16",
-        "model.net.num_layers=1",
-        "model.net.num_rbf=8",
-        "model.net.num_heads=2",
-    ],
-    "flowers_vit": ["trainer.max_epochs=1", "data.max_per_class=10"],
-    "flowers_cnn": ["trainer.max_epochs=1", "data.max_per_class=10"],
-}
-# What each tiny run leaves in the artifacts root.
-PRODUCES = {"imdb_bert_int8": ("imdb_bert", "imdb_bert_int8")}
+    srv.stop()
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """tiny_run(experiment) -> (artifacts root, cfg): the tiny run of TINY_RUNS, trained once."""
+def tiny_run(tiny_artifacts):
+    """tiny_run(name) -> (artifacts root, cfg): the model's tiny run, trained once a session.
+
+    The models it `requires` are trained first, into the same root; the graph models of
+    tiny_artifacts are already there.
+    """
     from hydra.utils import get_method
 
     if mirror() is None:
         pytest.skip("DATA_MIRROR is not set")
-    root = tmp_path_factory.mktemp("family_artifacts")
+    by_name = {s.name: s for s in specs()}
     done: dict[str, object] = {}
 
-    def run(experiment: str):
-        if experiment not in done:
-            cfg = tiny_cfg(experiment, root, *TINY_RUNS[experiment])
-            get_method(cfg.runner)(cfg)
-            done[experiment] = cfg
-        return root, done[experiment]
+    def run(name: str):
+        if name not in done:
+            model = by_name[name]
+            for required in model.requires:
+                run(required)
+            cfg = tiny_cfg(model.experiment, tiny_artifacts, *model.tiny)
+            if not (tiny_artifacts / name / "model.pt").exists():
+                get_method(cfg.runner)(cfg)
+            done[name] = cfg
+        return tiny_artifacts, done[name]
 
     return run
 
 
 @pytest.fixture(scope="session")
-def every_model_store(graph_store, tiny_run, tmp_path_factory) -> Path:
-    """A store with a .mar of every model in model_archives/ (graph ones from tiny_artifacts)."""
+def every_model_store(tiny_run, tmp_path_factory) -> Path:
+    """A store with a .mar of every registered model, each from its tiny run."""
     store = tmp_path_factory.mktemp("every_model_store")
-    for mar in graph_store.glob("*.mar"):
-        shutil.copy(mar, store / mar.name)
-    for experiment in TINY_RUNS:
-        root, _ = tiny_run(experiment)
-        for name in PRODUCES.get(experiment, (experiment,)):
-            build(name, root, store)
+    for model in specs():
+        root, _ = tiny_run(model.name)
+        build_mar(model.name, root, store)
     return store
-
-
-__all__ = ["Server", "http", "start_server", "stop_server"]  # for the other families' e2e tests

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.unit.deploy_helpers import ROOT, load_module
+from tests.unit.deploy.helpers import ROOT, load_module
 
 pytestmark = pytest.mark.e2e
 healthcheck = load_module(ROOT / "docker" / "healthcheck.py")

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from scripts.build_mar import build
-from scripts.tsctl import http, token
-from tests.e2e.conftest import start_server, stop_server
+from serve.archive import build_mar
+from serve.client import http, token
+from serve.server import start
 from train.flowers.data import ImageSet, decode_image
 
 pytestmark = pytest.mark.e2e
@@ -32,12 +32,12 @@ def flowers(tiny_run, tmp_path_factory):
         art, cfgs[name] = tiny_run(name)
     store = tmp_path_factory.mktemp("flowers_store")
     for name in MODELS:
-        build(name, art, store)
-    server = start_server(store, tmp_path_factory.mktemp("flowers_ts"), art, MODELS)
+        build_mar(name, art, store)
+    server = start(store, tmp_path_factory.mktemp("flowers_ts"), MODELS, artifacts=art)
     data = ImageSet(cfgs["flowers_vit"].data, cfgs["flowers_vit"].seed)
     photos = [data.paths[i].read_bytes() for i in data.split["test"]]
     yield server, photos, data.classes
-    stop_server(server)
+    server.stop()
 
 
 def post(server, name: str, body: bytes, ctype: str, path: str = "", **headers):

@@ -9,7 +9,7 @@ import torch
 from torch_geometric.data import Batch
 from torch_geometric.utils import k_hop_subgraph
 
-from scripts.tsctl import http, token
+from serve.client import http, token
 from tests.conftest import mirror
 from train.graph.data import load_planetoid, load_tu
 from train.graph.requests import mutag_request, planetoid_request

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from scripts.build_mar import build
+from serve.archive import build_mar
+from serve.server import start
 from tests.conftest import mirror
-from tests.e2e.conftest import start_server, stop_server
 from train.core.handlers import clean_text
 from train.imdb.data import balanced_sample, read_split
 from train.imdb.model import Batcher
@@ -27,10 +27,10 @@ def imdb_server(tiny_run, tmp_path_factory):
     assert (artifacts / "imdb_bert" / "model.pt").exists()
     store = tmp_path_factory.mktemp("imdb_store")
     for name in NAMES:
-        build(name, artifacts, store)
-    srv = start_server(store, tmp_path_factory.mktemp("imdb_ts"), artifacts, NAMES)
+        build_mar(name, artifacts, store)
+    srv = start(store, tmp_path_factory.mktemp("imdb_ts"), NAMES, artifacts=artifacts)
     yield srv
-    stop_server(srv)
+    srv.stop()
 
 
 @pytest.fixture(scope="module")

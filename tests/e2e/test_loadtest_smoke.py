@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from scripts.tsctl import ROOT, http, model_names, token
-from tests.e2e.conftest import start_server, stop_server
+from serve.client import token
+from serve.config import ROOT
+from serve.server import model_names, start
 from train.core.pools import pool_hooks, write_pools
 from train.core.registry import served_models
 
@@ -21,19 +22,16 @@ def server(every_model_store, tiny_artifacts, tmp_path_factory):
     """One torchserve with every model, as `make serve` starts them."""
     names = model_names(every_model_store)
     workdir = tmp_path_factory.mktemp("smoke_ts")
-    srv = start_server(every_model_store, workdir, tiny_artifacts, names)
+    srv = start(every_model_store, workdir, names, artifacts=tiny_artifacts)
     yield srv
-    stop_server(srv)
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
 def served(server) -> list[str]:
     """The models the session server has registered (GET /models)."""
-    status, body = http(f"{server.management}/models", token("management", server.key_file))
-    assert status == 200, body
-    names = sorted(m["modelName"] for m in json.loads(body)["models"])
-    every = served_models()
-    assert names == every, "the smoke server must serve every model of model_archives/"
+    names = server.client().models()  # GET /models, which raises on any status but 200
+    assert names == served_models(), "the smoke server must serve every registered model"
     return names
 
 

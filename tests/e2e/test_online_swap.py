@@ -10,14 +10,13 @@ import urllib.request
 
 import pytest
 
-from scripts.tsctl import token
+from online import loop
+from online.__main__ import load_config
+from online.lineage import Lineage
+from serve.client import ManagementClient, token
+from serve.server import start
 from tests.conftest import mirror
-from tests.e2e.conftest import start_server, stop_server
-from tests.unit.test_online_loop import online_overrides
-from train.online import loop
-from train.online.__main__ import load_config
-from train.online.lineage import Lineage
-from train.online.serving import ManagementClient
+from tests.unit.online.test_loop import online_overrides
 from train.qm9.requests import to_request
 from train.qm9.run import load_splits
 
@@ -33,19 +32,10 @@ def server(tmp_path_factory):
         pytest.fail("java is not installed: run scripts/ensure_java.sh")
     store = tmp_path_factory.mktemp("online_store")
     workdir = tmp_path_factory.mktemp("online_ts")
-    srv = start_server(store, workdir, workdir, [])
-    deadline = time.monotonic() + 120
-    while True:  # no model to wait for: wait for the management API instead
-        try:
-            ManagementClient(srv.management, srv.key_file).call("GET", "/models")
-            break
-        except (OSError, KeyError, ValueError, RuntimeError):
-            if time.monotonic() > deadline:
-                stop_server(srv)
-                raise
-            time.sleep(0.5)
+    # No model to wait for: start returns once the management API answers.
+    srv = start(store, workdir, [], artifacts=workdir)
     yield srv, store
-    stop_server(srv)
+    srv.stop()
 
 
 class Clients:

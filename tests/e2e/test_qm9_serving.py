@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from scripts.build_mar import build
-from scripts.tsctl import token
-from tests.e2e.conftest import start_server, stop_server
+from serve.archive import build_mar
+from serve.client import token
+from serve.server import start
 from train.qm9.data import loader
 from train.qm9.requests import to_request, to_xyz
 from train.qm9.run import load_splits
@@ -28,14 +28,14 @@ def qm9(tiny_run, tmp_path_factory):
         pytest.fail("java is not installed: run scripts/ensure_java.sh")
     artifacts, cfg = tiny_run("qm9_et")
     store = tmp_path_factory.mktemp("qm9_store")
-    build("qm9_et", artifacts, store)
+    build_mar("qm9_et", artifacts, store)
     started = time.perf_counter()
-    srv = start_server(store, tmp_path_factory.mktemp("qm9_ts"), artifacts, ["qm9_et"])
+    srv = start(store, tmp_path_factory.mktemp("qm9_ts"), ["qm9_et"], artifacts=artifacts)
     ready = time.perf_counter() - started
     _, _, test_set = load_splits(cfg)
     model = torch.jit.load(str(artifacts / "qm9_et" / "model.pt")).eval()
     yield srv, model, test_set, ready
-    stop_server(srv)
+    srv.stop()
 
 
 def scripted_energy(model, molecules):

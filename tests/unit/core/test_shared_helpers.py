@@ -8,12 +8,12 @@ import text_request
 
 import molecule_energy
 import molecule_request
+from online import serving
 from tests.conftest import ROOT
 from train.core import handlers
 from train.flowers import data as flowers_data
 from train.imdb import data as imdb_data
 from train.imdb import model as imdb_model
-from train.online import serving
 
 # -I: isolated mode, so only the repo root (not PYTHONPATH, not pytest's handlers/) is found.
 FRESH = """

@@ -1,0 +1,100 @@
+"""Controls the local TorchServe of `make serve` / `make stop`, and builds .mar files.
+
+python -m serve start [--config F] [--store D] [--timeout S]   start, wait for READY
+python -m serve stop                                           stop it
+python -m serve status                                         is it up, which models
+python -m serve token [inference|management] [--host URL]      a token ("" for a remote host)
+python -m serve build NAME... [--artifacts D] [--export-path D] [--version V]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+from serve.archive import build_mar
+from serve.client import KEY_FILE, local_token, token
+from serve.config import CONFIG, ROOT
+from serve.server import Server, attach, is_up, model_names, start, stop_local, wait_ready
+
+
+def serve(config: Path, store: Path, timeout: float) -> None:
+    """Starts TorchServe in the background (unless it is already up) and waits for READY."""
+    models = model_names(store)
+    if not models:
+        sys.exit(f"no .mar files in {store}: run `make archive` first")
+    server = attach(config, ROOT)
+    if is_up(server):
+        print("TorchServe is already running.")
+        wait_ready(server, models, timeout)
+    else:
+        server = start(store, ROOT, models, config=config, free_ports=False, timeout=timeout)
+    print(f"TorchServe is up with {len(models)} models READY: {', '.join(models)}")
+    print_examples(server, models)
+
+
+def print_examples(server: Server, models: list[str]) -> None:
+    """Prints curl commands that work against the running server as written."""
+    auth = '-H "Authorization: Bearer $(scripts/token)"'
+    index_file = ROOT / "examples" / "index.json"
+    index = json.loads(index_file.read_text()) if index_file.exists() else {}
+    print("\nTry it (tokens come from key_file.json, see README 'Security'):")
+    print(f"  curl {auth} {server.inference}/ping")
+    for name in models:
+        if name in index:
+            entry = index[name]
+            print(
+                f"  curl {auth} -H 'Content-Type: {entry['content_type']}' "
+                f"--data-binary @examples/{entry['file']} {server.inference}/predictions/{name}"
+            )
+    print(f"  curl -s {server.metrics}/metrics | grep ts_inference_requests_total")
+    print("  make stop")
+
+
+def status(config: Path) -> int:
+    """Prints whether the local server is up and what it serves; 0 when up."""
+    server = attach(config, ROOT)
+    if not is_up(server):
+        print("TorchServe is not running.")
+        return 1
+    print(f"TorchServe is up at {server.inference}: {', '.join(server.client().models())}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_start = sub.add_parser("start", help="start TorchServe with model_store/ and wait for READY")
+    p_start.add_argument("--config", type=Path, default=CONFIG)
+    p_start.add_argument("--store", type=Path, default=ROOT / "model_store")
+    p_start.add_argument("--timeout", type=float, default=300)
+    sub.add_parser("stop", help="stop the TorchServe of `make serve`")
+    sub.add_parser("status", help="is it up, and which models it serves")
+    p_tok = sub.add_parser("token", help="print a token from key_file.json")
+    p_tok.add_argument("kind", nargs="?", default="inference", choices=["inference", "management"])
+    p_tok.add_argument("--host", help="print the inference token only if HOST is this machine")
+    p_build = sub.add_parser("build", help="pack artifacts into .mar files (model_archives/)")
+    p_build.add_argument("names", nargs="+")
+    p_build.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    p_build.add_argument("--export-path", type=Path, default=ROOT / "model_store")
+    p_build.add_argument("--version", default="1.0")
+    args = parser.parse_args(argv)
+    if args.cmd == "start":
+        serve(args.config, args.store, args.timeout)
+    elif args.cmd == "stop":
+        stop_local(ROOT)
+    elif args.cmd == "status":
+        sys.exit(status(CONFIG))
+    elif args.cmd == "token":
+        print(local_token(args.host, KEY_FILE) if args.host else token(args.kind, KEY_FILE))
+    else:
+        for name in args.names:
+            try:
+                print(build_mar(name, args.artifacts, args.export_path, args.version))
+            except (FileNotFoundError, KeyError) as e:
+                sys.exit(str(e))
+
+
+if __name__ == "__main__":
+    main()

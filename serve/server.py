@@ -1,0 +1,193 @@
+"""Starting and stopping torchserve: one start path for `make serve`, tests and benchmarks."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from serve.client import ManagementClient, exchange, http, parsed, token
+from serve.config import CONFIG, free_addresses, read_properties, write_properties
+
+# The launcher `torchserve` runs, without needing the venv's bin/ on PATH.
+LAUNCHER = [sys.executable, "-c", "from ts.model_server import start; start()"]
+
+
+@dataclass
+class Server:
+    """A running torchserve and how to talk to it."""
+
+    inference: str
+    management: str
+    metrics: str
+    key_file: Optional[Path]  # None: token authorization is off
+    artifacts: Optional[Path]
+    log_dir: Path
+    proc: Optional[subprocess.Popen]  # None: a server this process did not start
+
+    def token(self, kind: str = "inference") -> Optional[str]:
+        return token(kind, self.key_file) if self.key_file is not None else None
+
+    def client(self, timeout_s: float = 300) -> ManagementClient:
+        return ManagementClient(self.management, self.key_file, timeout_s)
+
+    def predict(
+        self, name: str, body: Any, content_type: str = "application/json", tok: str | None = None
+    ) -> tuple[int, Any, dict]:
+        """POSTs to /predictions/<name>; returns (status, JSON body or text, headers)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        status, raw, headers = exchange(
+            f"{self.inference}/predictions/{name}",
+            tok or self.token(),
+            "POST",
+            data,
+            {"Content-Type": content_type},
+            timeout=60,
+        )
+        # A success must be JSON (a test reading it expects so); an error may be plain text.
+        return status, json.loads(raw) if status < 300 else parsed(raw), dict(headers)
+
+    def stop(self) -> Optional[int]:
+        """SIGTERM to the whole process group (frontend and workers); returns the exit code."""
+        if self.proc is None:
+            return None  # not ours to stop (`python -m serve stop` stops `make serve`'s)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def model_names(store: Path) -> list[str]:
+    """The models a start with --models all loads: every .mar in the store."""
+    return sorted(p.stem for p in Path(store).glob("*.mar"))
+
+
+def start(
+    store: Path,
+    workdir: Path,
+    models: Optional[Sequence[str]] = None,
+    *,
+    artifacts: Optional[Path] = None,
+    config: Path = CONFIG,
+    free_ports: bool = True,
+    env: Optional[Mapping[str, str]] = None,
+    token_auth: bool = True,
+    timeout: float = 240,
+) -> Server:
+    """Starts torchserve with every .mar of `store` and waits until `models` are READY.
+
+    free_ports=True (tests, benchmarks): a copy of `config` in `workdir` with loopback ports
+    that are free, and TMPDIR=workdir, so it runs beside a `make serve` server (torchserve keeps
+    its pid file in TMPDIR and refuses a second server sharing it). free_ports=False (`make
+    serve`): `config` as it is and the usual TMPDIR, where `torchserve --stop` looks.
+    `models` defaults to every .mar of the store; with none, it waits for the management API.
+    The server runs in its own session: it outlives the caller until stopped.
+    """
+    workdir, store = Path(workdir), Path(store)
+    log_dir = workdir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    run_env = {**os.environ, **(env or {}), "LOG_LOCATION": str(log_dir)}
+    run_env["METRICS_LOCATION"] = str(log_dir)
+    run_env["PATH"] = f"{Path(sys.executable).parent}:{run_env.get('PATH', '')}"
+    if free_ports:
+        overrides = {**free_addresses(), "model_store": str(store)}
+        src, config = config, workdir / "config.properties"
+        props = write_properties(src, config, overrides)
+        run_env["TMPDIR"] = str(workdir)
+    else:
+        props = read_properties(config)
+    cmd = [*LAUNCHER, "--start", "--foreground", "--ncs", "--ts-config", str(config)]
+    cmd += ["--model-store", str(store), "--models", "all"]
+    if not token_auth:
+        cmd.append("--disable-token-auth")
+    # The server must not hold our stdout/stderr open, or `make serve | tee` never ends.
+    with open(log_dir / "torchserve.out", "ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=workdir,  # torchserve writes key_file.json to its working directory
+            env=run_env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(
+        props["inference_address"],
+        props["management_address"],
+        props["metrics_address"],
+        workdir / "key_file.json" if token_auth else None,
+        artifacts,
+        log_dir,
+        proc,
+    )
+    try:
+        wait_ready(server, model_names(store) if models is None else list(models), timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def wait_ready(server: Server, models: list[str], timeout: float = 300) -> float:
+    """Polls the management API until every model has all its workers READY; returns seconds.
+
+    With no models, until the management API answers at all (a server with an empty store).
+    """
+    started = time.monotonic()
+    pending = list(models)
+    while True:
+        if server.proc is not None and server.proc.poll() is not None:
+            raise RuntimeError(f"torchserve exited with {server.proc.returncode} before READY")
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"not READY after {timeout:.0f}s: {pending or 'management API'}")
+        try:
+            mgmt = server.token("management")
+            if not pending:
+                if http(f"{server.management}/models", mgmt, timeout=5)[0] == 200:
+                    return time.monotonic() - started
+            for name in list(pending):
+                status, body = http(f"{server.management}/models/{name}", mgmt, timeout=5)
+                workers = json.loads(body)[0].get("workers", []) if status == 200 else []
+                if workers and all(w.get("status") == "READY" for w in workers):
+                    pending.remove(name)
+            if not pending and models:
+                return time.monotonic() - started
+        except (OSError, KeyError, ValueError):
+            pass  # server or key file not up yet
+        time.sleep(0.5)
+
+
+def attach(config: Path = CONFIG, workdir: Path = CONFIG.parent) -> Server:
+    """The server that `config` describes, started elsewhere (e.g. by `make serve`)."""
+    props = read_properties(config)
+    return Server(
+        props["inference_address"],
+        props["management_address"],
+        props["metrics_address"],
+        Path(workdir) / "key_file.json",
+        None,
+        Path(workdir) / "logs",
+        None,
+    )
+
+
+def is_up(server: Server) -> bool:
+    """True when the server answers /ping with our token (token auth also guards /ping)."""
+    try:
+        return http(f"{server.inference}/ping", server.token(), timeout=2)[0] == 200
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def stop_local(root: Path) -> None:
+    """Stops the torchserve that `make serve` started (its pid file is in the usual TMPDIR)."""
+    subprocess.run([*LAUNCHER, "--stop"], cwd=root, check=False)

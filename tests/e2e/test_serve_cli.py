@@ -1,0 +1,47 @@
+"""`make serve` / `make stop`'s path: `python -m serve start` in the background, then `stop`,
+against the real torchserve (on free ports and a private TMPDIR, so a developer's server and
+its pid file are never touched)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from serve.client import http
+from serve.config import CONFIG, ROOT, free_addresses, write_properties
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.skipif(
+    (ROOT / "key_file.json").exists(), reason="a local `make serve` server is up (key_file.json)"
+)
+def test_start_prints_working_examples_then_stop_ends_it(graph_store, tmp_path):
+    config = tmp_path / "ts.properties"
+    props = write_properties(CONFIG, config, free_addresses())
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # torchserve's pid file goes there
+
+    def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "serve", *args]
+        return subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    started = cli("start", "--config", str(config), "--store", str(graph_store))
+    try:
+        assert started.returncode == 0, started.stderr[-3000:]
+        names = sorted(p.stem for p in graph_store.glob("*.mar"))
+        assert f"{len(names)} models READY: {', '.join(names)}" in started.stdout
+        assert f"{props['inference_address']}/ping" in started.stdout
+        tok = json.loads((ROOT / "key_file.json").read_text())["inference"]["key"]
+        assert http(f"{props['inference_address']}/ping", tok)[0] == 200
+        again = cli("start", "--config", str(config), "--store", str(graph_store))
+        assert "already running" in again.stdout
+    finally:
+        stopped = cli("stop", timeout=120)
+    assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert not (ROOT / "key_file.json").exists()  # torchserve --stop removes it
+    with pytest.raises(OSError):  # nothing listens any more
+        http(f"{props['inference_address']}/ping", timeout=5)
