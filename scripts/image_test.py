@@ -22,8 +22,6 @@ import base64
 import hashlib
 import json
 import math
-import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -34,25 +32,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.containers import (  # noqa: E402
+    ENGINE,
+    HEALTHCHECK,
+    engine,
+    listeners,
+    run_container,
+    wait_healthy,
+)
 from serve.client import http, parsed  # noqa: E402
 from serve.server import start as start_server  # noqa: E402
 from train.core.registry import served_models  # noqa: E402
 
-ENGINE = shlex.split(os.environ.get("CONTAINER_ENGINE", str(ROOT / "docker" / "podman.sh")))
 BASE_IMAGE = "docker.io/library/debian:bookworm-slim"
-HEALTHCHECK = ["python", "/opt/serve/healthcheck.py"]
 PASSED: list[str] = []
 FAILED: list[str] = []
-
-
-def engine(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Runs one podman/docker command; returns the completed process (text output)."""
-    run = subprocess.run(
-        [*ENGINE, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and run.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:3])} failed: {run.stderr[-2000:]}")
-    return run
 
 
 def report(ok: bool, what: str) -> bool:
@@ -131,58 +125,14 @@ def reference_answers(models: list[str], examples: dict) -> dict[str, tuple[int,
 
 
 def server_answer(server: Any, name: str, example: dict) -> tuple[int, Any]:
+    """(status, parsed JSON) of the local server's answer to a model's example."""
     body = (ROOT / "examples" / example["file"]).read_bytes()
-    status, parsed, _ = server.predict(name, body, example["content_type"])
-    return status, parsed
+    return server.predict(name, body, example["content_type"])[:2]
 
 
 def post(url: str, body: bytes, content_type: str, tok: str | None = None) -> tuple[int, Any]:
     status, raw = http(url, tok, "POST", body, {"Content-Type": content_type}, timeout=120)
     return status, parsed(raw)
-
-
-def run_container(image: str, name: str, env: dict[str, str], port: int, *extra: str) -> str:
-    """Starts the image detached with only `port` published on 127.0.0.1; returns host:port."""
-    engine("rm", "-f", name, check=False)
-    args = ["run", "-d", "--name", name, "-p", f"127.0.0.1::{port}"]
-    for key, value in env.items():
-        args += ["-e", f"{key}={value}"]
-    engine(*args, *extra, image)
-    mapped = engine("port", name, f"{port}/tcp").stdout.strip().splitlines()[0]
-    return "http://" + mapped.replace("0.0.0.0", "127.0.0.1")
-
-
-def wait_healthy(name: str, timeout: float) -> float:
-    """Runs the image's health check until it passes; returns the seconds it took."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        state = json.loads(engine("inspect", name).stdout)[0]["State"]
-        if not state.get("Running"):
-            raise RuntimeError(f"{name} exited: {engine('logs', name).stdout[-3000:]}")
-        if engine("exec", name, *HEALTHCHECK, check=False).returncode == 0:
-            if ENGINE[-1].endswith("podman.sh") or ENGINE[0].endswith("podman"):
-                # The HEALTHCHECK instruction itself, as podman runs it.
-                engine("healthcheck", "run", name)
-            return time.monotonic() - start
-        time.sleep(2)
-    raise TimeoutError(f"{name} not healthy after {timeout:.0f} s")
-
-
-def listeners(name: str) -> dict[int, str]:
-    """Listening TCP ports inside the container and their address ('loopback' or 'any')."""
-    found: dict[int, str] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        out = engine("exec", name, "cat", table, check=False).stdout.splitlines()[1:]
-        for line in out:
-            local, state = line.split()[1], line.split()[3]
-            if state != "0A":
-                continue
-            addr, port = local.split(":")
-            loopback = addr in ("0100007F", "00000000000000000000000001000000") or addr.endswith(
-                "0100007F"
-            )
-            found[int(port, 16)] = "loopback" if loopback else "any"
-    return found
 
 
 def stop(name: str) -> None:
