@@ -58,7 +58,7 @@ class GraphClassifierHandler(JsonBatchHandler):
         index = {s: i for i, s in enumerate(table)}
         ids = []
         for j, a in enumerate(atoms):
-            if a not in index:
+            if not isinstance(a, str) or a not in index:
                 raise RequestError(
                     "atoms", f"atoms[{j}] = {a!r} is not a MUTAG atom; known: {', '.join(table)}"
                 )

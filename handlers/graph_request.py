@@ -7,6 +7,8 @@ import torch
 from request_error import RequestError
 from torch import Tensor
 
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
 
 def _first_bad_row(rows: list, width: Optional[int], field: str) -> RequestError:
     """Finds why a nested list did not convert to a (N, width) tensor."""
@@ -20,6 +22,8 @@ def _first_bad_row(rows: list, width: Optional[int], field: str) -> RequestError
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 return RequestError(field, f"{field}[{i}][{j}] = {v!r} is not a number")
+            if abs(v) > FLOAT32_MAX:
+                return RequestError(field, f"{field}[{i}][{j}] = {str(v)[:24]} is beyond float32")
     return RequestError(field, "could not be read as a matrix of numbers")
 
 
@@ -41,7 +45,7 @@ def dense_features(value: Any, feature_dim: int, max_nodes: int, field: str = "x
         raise RequestError(field, f"{len(value)} nodes exceeds the limit of {max_nodes}", 413)
     try:
         x = torch.tensor(value, dtype=torch.float32)
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):
         raise _first_bad_row(value, feature_dim, field) from None
     if x.dim() != 2:
         raise _first_bad_row(value, feature_dim, field)
@@ -123,7 +127,18 @@ def edge_index_tensor(
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise RequestError(field, f"{field}[{r}][{j}] = {v!r} is not an integer")
-    ei = torch.tensor(value, dtype=torch.long)
+    try:
+        ei = torch.tensor(value, dtype=torch.long)
+    except (
+        RuntimeError,
+        ValueError,
+        OverflowError,
+    ):  # an id beyond 64 bits: find it for the message
+        r, j = next((r, j) for r in (0, 1) for j, v in enumerate(value[r]) if abs(v) >= 2**63)
+        raise RequestError(
+            field,
+            f"{field}[{r}][{j}] = {str(value[r][j])[:24]} is out of range for {num_nodes} nodes",
+        ) from None
     bad = ((ei < 0) | (ei >= num_nodes)).nonzero()
     if len(bad):
         r, j = int(bad[0][0]), int(bad[0][1])

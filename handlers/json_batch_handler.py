@@ -3,7 +3,10 @@
 TorchServe hands a handler a list of requests. Each one is parsed on its own; a bad one gets
 its own 4xx through `context.set_response_status(code, phrase, idx)` and a JSON error, while the
 good ones go through one batched forward pass. Nothing a client sends can raise out of the
-handler, so a bad request never becomes a 500 or kills the worker.
+handler: whatever a request's parse raises becomes that request's own error, and a forward pass
+that fails is retried request by request, so one bad request never fails the others of its batch.
+
+Bodies are parsed here, strictly, never by TorchServe's worker (see `initialize`).
 """
 
 import json
@@ -19,7 +22,48 @@ __all__ = ["Instances", "JsonBatchHandler", "RequestError", "to_device"]
 
 log = logging.getLogger(__name__)
 
-PHRASES = {400: "Bad Request", 413: "Payload Too Large"}
+PHRASES = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error"}
+# Python converts no integer string of more digits (sys.get_int_max_str_digits()).
+MAX_INT_DIGITS = 4300
+
+
+def _integer(text: str) -> int:
+    # json's default, int(), raises a bare ValueError past the limit; this names the cause.
+    # Shorter integers, however large, are the fields' to refuse (each names itself).
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise RequestError(
+            "body", f"an integer of {len(text.lstrip('-'))} digits is longer than any field takes"
+        )
+    return int(text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RequestError(key, f"duplicate key {key!r}: send each key once")
+            seen.add(key)
+    return obj
+
+
+def loads(text: str) -> Any:
+    """The standard parser with its hooks: every way it can fail is a RequestError.
+
+    It keeps the last of duplicate keys (a parser differential an attacker can use: refused)
+    and raises bare ValueError/RecursionError on integers of over 4,300 digits and on deep
+    nesting (named here). NaN, Infinity and 1e999 parse to floats, and every numeric field
+    refuses non-finite values with its own name; integers beyond 64 bits likewise.
+    """
+    try:
+        return json.loads(text, parse_int=_integer, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise RequestError(
+            "body", f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    except RecursionError:
+        raise RequestError("body", "JSON nested too deeply (more than about 900 levels)") from None
 
 
 def to_device(obj: Any, device: torch.device | str) -> Any:
@@ -71,6 +115,11 @@ class JsonBatchHandler(BaseHandler):
 
     def initialize(self, context: Any) -> None:
         """Loads the TorchScript model, then meta.json and the model-config `handler:` section."""
+        # TorchServe's worker reads this variable for every request: unset, it json.loads each
+        # application/json body itself (permissively, logging a traceback for each bad one) and
+        # decodes text/* bodies. Set here, in the worker, it holds however the server was started;
+        # every body then reaches the handler as bytes and is parsed once, strictly (`loads`).
+        os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         yaml_cfg = getattr(context, "model_yaml_config", None) or {}
         self.config = {**self.defaults, **(yaml_cfg.get("handler") or {})}
         if self.config.get("torch_threads"):
@@ -111,7 +160,8 @@ class JsonBatchHandler(BaseHandler):
         if len(body) > limit:
             raise RequestError(field, f"{len(body)} bytes exceeds {limit}", 413)
         try:
-            return bytes(body).decode("utf-8")
+            # utf-8-sig: a leading byte-order mark (which RFC 8259 lets a parser ignore) is dropped.
+            return bytes(body).decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise RequestError(field, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
 
@@ -121,12 +171,7 @@ class JsonBatchHandler(BaseHandler):
         if isinstance(body, str):
             if not body.strip():
                 raise RequestError("body", "empty request body")
-            try:
-                body = json.loads(body)
-            except json.JSONDecodeError as e:
-                raise RequestError(
-                    "body", f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}"
-                ) from None
+            body = loads(body)
         if body is None:
             raise RequestError("body", "empty request body")
         if not isinstance(body, dict):
@@ -229,15 +274,60 @@ class JsonBatchHandler(BaseHandler):
                 good.append((idx, self.parse_request(row, idx)))
             except RequestError as e:
                 errors[idx] = e
+            except Exception as e:  # noqa: BLE001 - no request's parse may fail its batch
+                # A cause nobody named yet: this request's own 400, and a traceback in the
+                # worker log so that it gets a precise message.
+                log.exception("request %d of %d: unexpected error while parsing", idx, len(data))
+                errors[idx] = RequestError("body", f"could not be read: {type(e).__name__}")
         return {"size": len(data), "good": good, "errors": errors}
 
-    def inference(self, batch: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Runs one forward pass over every item of the good requests (instances flattened)."""
+    @staticmethod
+    def flat(good: list[tuple[int, Any]]) -> list[Any]:
+        """The model items of the good requests, instances flattened, in order."""
         items: list[Any] = []
-        for _, item in batch["good"]:
+        for _, item in good:
             items.extend(item if isinstance(item, Instances) else [item])
-        batch["outputs"] = self.predict(items) if items else []
+        return items
+
+    def inference(self, batch: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Runs one forward pass over every item of the good requests (instances flattened).
+
+        When it fails, each request runs alone: the ones that fail again get their own 500
+        and the others their answers, so a forward that one input breaks fails only that one.
+        """
+        items = self.flat(batch["good"])
+        if not items:
+            batch["outputs"] = []
+            return batch
+        try:
+            batch["outputs"] = self.predict(items)
+        except Exception:  # noqa: BLE001 - isolate the request that broke the forward
+            if len(batch["good"]) == 1 and not isinstance(batch["good"][0][1], Instances):
+                log.exception("the forward pass failed for request %d", batch["good"][0][0])
+                self._failed(batch, batch["good"])
+                return batch
+            log.exception("the forward pass of %d requests failed: retrying one by one", len(items))
+            outputs: list[Any] = []
+            kept: list[tuple[int, Any]] = []
+            for idx, item in batch["good"]:
+                try:
+                    outputs.extend(self.predict(self.flat([(idx, item)])))
+                    kept.append((idx, item))
+                except Exception:  # noqa: BLE001
+                    log.exception("the forward pass failed for request %d", idx)
+                    self._failed(batch, [(idx, item)])
+            batch["good"], batch["outputs"] = kept, outputs
         return batch
+
+    @staticmethod
+    def _failed(batch: dict[str, Any], failed: list[tuple[int, Any]]) -> None:
+        for idx, _ in failed:
+            batch["errors"][idx] = RequestError(
+                "model", "the forward pass failed on this input (the worker log has why)", 500
+            )
+        gone = {idx for idx, _ in failed}
+        batch["good"] = [g for g in batch["good"] if g[0] not in gone]
+        batch["outputs"] = []
 
     def postprocess(self, batch: dict[str, Any]) -> list[str]:
         """Returns one JSON string per request, in order, and sets each request's status."""

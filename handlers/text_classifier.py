@@ -60,14 +60,14 @@ class TextClassifierHandler(JsonBatchHandler):
         """413 from the declared Content-Length, before any of the body is read."""
         limit = self.config["max_body_bytes"]
         length = self.header(idx, "Content-Length")
-        # TorchServe hands JSON over already parsed: its declared length is what is left to check.
+        # The declared length refuses an oversized body before any of it is decoded or parsed.
         if length and length.isdigit() and int(length) > limit:
             raise RequestError("body", f"{length} bytes exceeds {limit}", 413)
 
     def read_plain(self, row: dict, idx: int) -> str:
         """Reader of text/plain bodies: the body is the review."""
         self.check_length(idx)
-        # TorchServe hands text/* bodies over decoded when they are UTF-8, else raw bytes.
+        # Raw bytes (JsonBatchHandler.initialize turns TorchServe's decoding off), decoded here.
         text = self.read_text(row)
         if text is None:
             raise RequestError("body", "empty request body")

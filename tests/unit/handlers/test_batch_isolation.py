@@ -1,0 +1,118 @@
+"""No request can fail its batch: pathological bodies get their own precise 400, and a forward
+pass that one input breaks is retried request by request (issue 13's 503s for whole batches)."""
+
+import json
+
+import pytest
+import torch
+from request_error import RequestError
+
+from json_batch_handler import loads
+from tests.unit.conftest import call
+from tests.unit.graph import test_handlers as graph
+
+GOOD_NODE = graph.GOOD_NODE
+GOOD = json.dumps(GOOD_NODE).encode()
+node_handler = graph.node_handler  # the Cora handler fixture, on a small GCN
+
+
+def node(x: str) -> bytes:
+    """A node request whose feature matrix is the given JSON text."""
+    return b'{"x": ' + x.encode() + b', "edge_index": [[0], [0]]}'
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        (b"[" * 50_000 + b"]" * 50_000, "body", "nested too deeply"),
+        (node("[[" + "9" * 5_000 + ", 0, 0, 0, 0]]"), "body", "integer of 5000 digits"),
+        (node("[[1e999, 0, 0, 0, 0]]"), "x", "x[0][0] = inf is not finite"),
+        (node("[[NaN, 0, 0, 0, 0]]"), "x", "x[0][0] = nan is not finite"),
+        (node("[[-Infinity, 0, 0, 0, 0]]"), "x", "x[0][0] = -inf is not finite"),
+        (
+            node("[[1, 0, 0, 0, 0]]")[:-1] + b', "nodes": [18446744073709551616]}',
+            "nodes",
+            "out of range",
+        ),
+        (
+            b'{"x": [[1, 0, 0, 0, 0]], "edge_index": [[0], [99999999999999999999]]}',
+            "edge_index",
+            "edge_index[1][0] = 99999999999999999999 is out of range",
+        ),
+        (
+            b'{"x": [[1, 0, 0, 0, 0]], "x": [[1, 0, 0, 0, 0]], "edge_index": [[0], [0]]}',
+            "x",
+            "duplicate key 'x'",
+        ),
+        (node("[[1, 0, 0, 0, 0]]") + b"\x00", "body", "malformed JSON"),
+        (
+            b'{"x": [[1, 0, 0, 0, 0]], "edge_index": [[0], [0]], "nodes": [[0]]}',
+            "nodes",
+            "is not an integer",
+        ),
+        ('{"x": 1}'.encode("utf-16"), "body", "not valid UTF-8"),
+        (b"", "body", "empty request body"),
+    ],
+)
+def test_pathological_bodies_get_their_own_400_and_spare_the_batch(node_handler, body, field, says):
+    handler, ctx = node_handler
+    (good1, good1_body), (status, err), (good2, good2_body) = call(handler, ctx, [GOOD, body, GOOD])
+    assert (status, err["field"]) == (400, field)
+    assert says in err["error"]
+    assert good1 == good2 == 200 and good1_body == good2_body
+    assert good1_body["predictions"][0]["node"] == 0
+
+
+def test_a_utf8_byte_order_mark_is_ignored(node_handler):
+    handler, ctx = node_handler
+    [(plain, a), (bom, b)] = call(handler, ctx, [GOOD, b"\xef\xbb\xbf" + GOOD])
+    assert plain == bom == 200 and a == b
+
+
+def test_loads_names_what_the_standard_parser_would_raise_bare():
+    assert loads('{"a": [1, -2.5e3, 9223372036854775807, "s\\u0000"]}') == {
+        "a": [1, -2500.0, 2**63 - 1, "s\x00"]
+    }
+    assert loads("-" + "9" * 4300) == -int("9" * 4300)
+    with pytest.raises(RequestError, match="4301 digits"):
+        loads("-" + "9" * 4301)
+    with pytest.raises(RequestError, match="duplicate key 'a'"):
+        loads('{"b": {"a": 1, "a": 1}}')
+
+
+def test_an_unnamed_parse_failure_is_that_requests_400(node_handler, monkeypatch):
+    handler, ctx = node_handler
+    real = handler.parse
+
+    def parse(payload):
+        if payload.get("boom"):
+            raise KeyError("a cause nobody named yet")
+        return real(payload)
+
+    monkeypatch.setattr(handler, "parse", parse)
+    out = call(handler, ctx, [GOOD, json.dumps({"boom": 1}).encode(), GOOD])
+    assert [s for s, _ in out] == [200, 400, 200]
+    assert out[1][1] == {"code": 400, "field": "body", "error": "body: could not be read: KeyError"}
+
+
+def test_a_forward_that_one_input_breaks_fails_only_that_request(node_handler):
+    handler, ctx = node_handler
+    model = handler.model
+    poison = {**GOOD_NODE, "x": [[7, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0]]}
+
+    def fragile(x, edge_index):
+        # After row normalisation only the poison request has a row [1, 0, 0, 0, 0].
+        if bool((x[:, 0] == 1.0).any()):
+            raise RuntimeError("an input the model cannot take")
+        return model(x, edge_index)
+
+    handler.model = fragile
+    out = call(handler, ctx, [GOOD, json.dumps(poison).encode(), GOOD])
+    assert [s for s, _ in out] == [200, 500, 200]
+    assert out[1][1]["field"] == "model"
+    assert out[0][1] == out[2][1] and out[0][1]["predictions"][0]["node"] == 0
+    # Alone, the poison request fails too, with the same JSON error and no exception.
+    [(status, err)] = call(handler, ctx, [json.dumps(poison).encode()])
+    assert status == 500 and err["code"] == 500
+    handler.model = model
+    assert torch.is_tensor(model(torch.ones(1, 5), torch.zeros(2, 0, dtype=torch.long)))
