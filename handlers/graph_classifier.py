@@ -25,6 +25,17 @@ class GraphClassifierHandler(JsonBatchHandler):
 
     defaults = {**JsonBatchHandler.defaults, "max_nodes": 500, "max_edges": 2000}
 
+    def initialize(self, context: Any) -> None:
+        """Loads model and meta, then warms up on a one-graph and a two-graph batch."""
+        super().initialize(context)
+        dim = self.meta["feature_dim"]
+        graph: dict[str, Any] = {
+            "x": [[1.0] + [0.0] * (dim - 1)] * 3,
+            "edge_index": [[0, 1, 2], [1, 2, 0]],
+        }
+        self.warm_up_on([graph])
+        self.warm_up_on([graph, {**graph, "x": graph["x"][:2], "edge_index": [[0], [1]]}])
+
     def parse(self, payload: dict[str, Any]) -> Graph:
         """Builds the molecule graph: one-hot x and edge_index, from `x` or `atoms`."""
         atom_table = self.meta["atom_labels"]

@@ -27,6 +27,12 @@ PHRASES = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server E
 MAX_INT_DIGITS = 4300
 
 
+# A forward that failed on one request's input: that request's 500, the batch's others served.
+FORWARD_FAILED = RequestError(
+    "model", "the forward pass failed on this input (see the worker log)", 500
+)
+
+
 def _integer(text: str) -> int:
     # json's default, int(), raises a bare ValueError past the limit; this names the cause.
     # Shorter integers, however large, are the fields' to refuse (each names itself).
@@ -111,6 +117,10 @@ class JsonBatchHandler(BaseHandler):
         "max_body_bytes": 8 * 1024 * 1024,
         "max_instances": 64,
         "torch_threads": None,
+        # True: each request's forward runs alone, for models whose answer to one input would
+        # otherwise depend on the rest of the batch (dynamic int8 quantisation scales each
+        # activation tensor by the range over the whole batch, padding included).
+        "forward_alone": False,
     }
 
     def initialize(self, context: Any) -> None:
@@ -129,6 +139,15 @@ class JsonBatchHandler(BaseHandler):
         with open(os.path.join(model_dir, "meta.json")) as f:
             self.meta = json.load(f)
         self.initialized = True
+
+    def warm_up_on(self, payloads: list[dict[str, Any]], rounds: int = 2) -> None:
+        """Runs `payloads` through parse and predict before the worker reports READY.
+
+        TorchScript's profiling executor optimises a graph on its first calls; run here, they
+        do not land on the first clients (a worker is READY only once initialize returns).
+        """
+        for _ in range(rounds):
+            self.predict([self.parse(p) for p in payloads])
 
     def header(self, idx: int, name: str) -> str | None:
         """A request header by case-insensitive name."""
@@ -294,10 +313,14 @@ class JsonBatchHandler(BaseHandler):
 
         When it fails, each request runs alone: the ones that fail again get their own 500
         and the others their answers, so a forward that one input breaks fails only that one.
+        With `forward_alone` each request always runs alone.
         """
         items = self.flat(batch["good"])
         if not items:
             batch["outputs"] = []
+            return batch
+        if self.config["forward_alone"]:
+            batch["good"], batch["outputs"] = self._one_by_one(batch, batch["good"])
             return batch
         try:
             batch["outputs"] = self.predict(items)
@@ -307,24 +330,28 @@ class JsonBatchHandler(BaseHandler):
                 self._failed(batch, batch["good"])
                 return batch
             log.exception("the forward pass of %d requests failed: retrying one by one", len(items))
-            outputs: list[Any] = []
-            kept: list[tuple[int, Any]] = []
-            for idx, item in batch["good"]:
-                try:
-                    outputs.extend(self.predict(self.flat([(idx, item)])))
-                    kept.append((idx, item))
-                except Exception:  # noqa: BLE001
-                    log.exception("the forward pass failed for request %d", idx)
-                    self._failed(batch, [(idx, item)])
-            batch["good"], batch["outputs"] = kept, outputs
+            batch["good"], batch["outputs"] = self._one_by_one(batch, batch["good"])
         return batch
+
+    def _one_by_one(
+        self, batch: dict[str, Any], good: list[tuple[int, Any]]
+    ) -> tuple[list[tuple[int, Any]], list[Any]]:
+        """Each request's forward alone; a request that fails gets its own 500."""
+        outputs: list[Any] = []
+        kept: list[tuple[int, Any]] = []
+        for idx, item in good:
+            try:
+                outputs.extend(self.predict(self.flat([(idx, item)])))
+                kept.append((idx, item))
+            except Exception:  # noqa: BLE001
+                log.exception("the forward pass failed for request %d", idx)
+                batch["errors"][idx] = FORWARD_FAILED
+        return kept, outputs
 
     @staticmethod
     def _failed(batch: dict[str, Any], failed: list[tuple[int, Any]]) -> None:
         for idx, _ in failed:
-            batch["errors"][idx] = RequestError(
-                "model", "the forward pass failed on this input (the worker log has why)", 500
-            )
+            batch["errors"][idx] = FORWARD_FAILED
         gone = {idx for idx, _ in failed}
         batch["good"] = [g for g in batch["good"] if g[0] not in gone]
         batch["outputs"] = []

@@ -116,3 +116,20 @@ def test_a_forward_that_one_input_breaks_fails_only_that_request(node_handler):
     assert status == 500 and err["code"] == 500
     handler.model = model
     assert torch.is_tensor(model(torch.ones(1, 5), torch.zeros(2, 0, dtype=torch.long)))
+
+
+def test_forward_alone_runs_each_request_by_itself(node_handler):
+    handler, ctx = node_handler
+    model, sizes = handler.model, []
+
+    def counting(x, edge_index):
+        sizes.append(x.size(0))
+        return model(x, edge_index)
+
+    handler.model = counting
+    handler.config["forward_alone"] = True
+    small = {"x": [[1, 0, 0, 0, 0]], "edge_index": [[0], [0]]}
+    out = call(handler, ctx, [GOOD, json.dumps(small).encode(), b"{}", GOOD])
+    assert [s for s, _ in out] == [200, 200, 400, 200]
+    assert sizes == [3, 1, 3]  # three forwards, one per good request, in order
+    assert out[0][1] == out[3][1]
