@@ -109,6 +109,8 @@ USER model-server
 # Only the inference port (PORT / AIP_HTTP_PORT move it). Management, metrics and gRPC listen
 # on loopback inside the container; METRICS_PORT opens the Prometheus endpoint when wanted.
 EXPOSE 8080
+# healthcheck.py asks the entrypoint's /ready (PROBE_PORT 8086, tokenless): every model has all
+# its workers READY, warm-up run; 503 from SIGTERM on, while in-flight requests drain.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \
   CMD ["python", "/opt/serve/healthcheck.py"]
 STOPSIGNAL SIGTERM

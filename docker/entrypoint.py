@@ -10,38 +10,89 @@ Standard library only. Environment (all optional):
   BASE_CONFIG          config.properties to start from (default: the bundle's)
   METRICS_PORT         Prometheus metrics on 0.0.0.0:METRICS_PORT (default: loopback 8082 only)
   RUN_DIR              writable folder for the generated config, key file and unpacked models
-  STOP_GRACE_S         seconds TorchServe gets after SIGTERM before SIGKILL (default 8)
+  PROBE_PORT           the tokenless probe server of this process on 0.0.0.0 (default 8086):
+                       GET /ready 200 once every model has its workers READY, 503 with the
+                       reasons otherwise and from SIGTERM on; GET /live 200 while TorchServe runs
+  DRAIN_TIMEOUT_S      after SIGTERM, at most this long waiting for in-flight predictions (5)
+  DRAIN_QUIET_S        drained once no prediction was accepted or answered for this long (1)
+  STOP_GRACE_S         seconds TorchServe gets after the drain before SIGKILL (default 4); with
+                       DRAIN_TIMEOUT_S it stays under Cloud Run's 10 s between SIGTERM and SIGKILL
+  PRIVATE_PORTS        e.g. management=18081,metrics=18082: loopback ports other than the
+                       defaults below, to run beside another TorchServe (the e2e test does)
   AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE  Vertex AI's routes, checked against what is served
 """
 
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HOME = Path("/home/model-server")
 HERE = Path(__file__).resolve().parent
 # Listeners that never leave the container: the inference port must not collide with them.
 PRIVATE_PORTS = {"management": 8081, "metrics": 8082, "grpc_inference": 7070, "grpc_mgmt": 7071}
+DEFAULT_PROBE_PORT = 8086
+# After SIGTERM: at most DRAIN_TIMEOUT_S for in-flight predictions, then STOP_GRACE_S for
+# TorchServe's own stop (about 3 s measured) before SIGKILL: 9 s, under Cloud Run's 10 s.
+DRAIN_TIMEOUT_S, STOP_GRACE_S = 5.0, 4.0
+
+
+def _sibling(name: str):  # noqa: ANN202 (a module)
+    """docker/<name>.py, beside this file (in the image /opt/serve/), whoever imports this."""
+    spec = importlib.util.spec_from_file_location(f"_serve_{name}", HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+healthcheck = _sibling("healthcheck")  # the readiness check /ready serves
 
 
 class ConfigError(Exception):
     """A setting the container cannot start with; the message says which and why."""
 
 
+def tcp_port(raw: str, name: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name}={raw!r} is not a TCP port")
+    return int(raw)
+
+
+def private_ports(env: Mapping[str, str]) -> dict[str, int]:
+    """The loopback listeners: PRIVATE_PORTS's name=port pairs over the defaults."""
+    ports = dict(PRIVATE_PORTS)
+    for pair in filter(None, (p.strip() for p in env.get("PRIVATE_PORTS", "").split(","))):
+        name, _, raw = pair.partition("=")
+        if name not in ports:
+            raise ConfigError(f"PRIVATE_PORTS names {name!r}; known: {sorted(ports)}")
+        ports[name] = tcp_port(raw, f"PRIVATE_PORTS {name}")
+    return ports
+
+
 def inference_port(env: Mapping[str, str]) -> int:
     """AIP_HTTP_PORT (Vertex AI), else PORT (Cloud Run, KServe), else 8080."""
-    raw = env.get("AIP_HTTP_PORT") or env.get("PORT") or "8080"
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise ConfigError(f"port {raw!r} (from AIP_HTTP_PORT/PORT) is not a TCP port")
-    port = int(raw)
-    private = {p: name for name, p in PRIVATE_PORTS.items()}
+    port = tcp_port(env.get("AIP_HTTP_PORT") or env.get("PORT") or "8080", "AIP_HTTP_PORT/PORT")
+    private = {p: name for name, p in private_ports(env).items()}
     if port in private or port == metrics_port(env):
         raise ConfigError(f"port {port} is taken by TorchServe's {private.get(port, 'metrics')}")
+    return port
+
+
+def probe_port(env: Mapping[str, str]) -> int:
+    """PROBE_PORT, where this process answers /ready and /live; must be a port of its own."""
+    port = tcp_port(env.get("PROBE_PORT", str(DEFAULT_PROBE_PORT)), "PROBE_PORT")
+    taken = {inference_port(env), metrics_port(env), *private_ports(env).values()}
+    if port in taken:
+        raise ConfigError(f"PROBE_PORT={port} is one of TorchServe's ports")
     return port
 
 
@@ -99,17 +150,17 @@ def render_config(base: str, env: Mapping[str, str], store: Path) -> str:
     Inference listens on all interfaces at the platform's port; management, gRPC and (unless
     METRICS_PORT is set) metrics stay on loopback, reachable only from inside the container.
     """
-    port, mport = inference_port(env), metrics_port(env)
+    port, mport, private = inference_port(env), metrics_port(env), private_ports(env)
     overrides = {
         "inference_address": f"http://0.0.0.0:{port}",
-        "management_address": f"http://127.0.0.1:{PRIVATE_PORTS['management']}",
+        "management_address": f"http://127.0.0.1:{private['management']}",
         "metrics_address": (
-            f"http://0.0.0.0:{mport}" if mport else f"http://127.0.0.1:{PRIVATE_PORTS['metrics']}"
+            f"http://0.0.0.0:{mport}" if mport else f"http://127.0.0.1:{private['metrics']}"
         ),
         "grpc_inference_address": "127.0.0.1",
         "grpc_management_address": "127.0.0.1",
-        "grpc_inference_port": str(PRIVATE_PORTS["grpc_inference"]),
-        "grpc_management_port": str(PRIVATE_PORTS["grpc_mgmt"]),
+        "grpc_inference_port": str(private["grpc_inference"]),
+        "grpc_management_port": str(private["grpc_mgmt"]),
         "model_store": str(store),
         # Registration by URL stays limited to the store's own .mar files.
         "allowed_urls": f"^file://{store}/[A-Za-z0-9_.-]+\\\\.mar$",
@@ -137,9 +188,12 @@ def prepare(env: Mapping[str, str]) -> tuple[Path, list[str], list[str]]:
     config = render_config(base.read_text(), env, store)
     (run_dir / "tmp").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.properties").write_text(config)
+    private = private_ports(env)
     runtime = {
         "inference": f"http://127.0.0.1:{inference_port(env)}",
-        "management": f"http://127.0.0.1:{PRIVATE_PORTS['management']}",
+        "management": f"http://127.0.0.1:{private['management']}",
+        "metrics": f"http://127.0.0.1:{metrics_port(env) or private['metrics']}",
+        "probe": f"http://127.0.0.1:{probe_port(env)}",
         "models": models,
         "token_auth": token_auth(env),
         "key_file": str(run_dir / "key_file.json"),
@@ -184,8 +238,118 @@ def frontend_pid(run_dir: Path) -> int | None:
         return None
 
 
+class Probes:
+    """What /ready and /live answer: TorchServe's state, and whether a stop has begun."""
+
+    def __init__(self, runtime: dict, proc: subprocess.Popen) -> None:
+        self.runtime, self.proc = runtime, proc
+        self.draining = threading.Event()
+
+    def ready(self) -> list[str]:
+        """Why traffic must not come here; empty when every model can answer."""
+        if self.draining.is_set():
+            return ["draining: SIGTERM received, finishing in-flight requests"]
+        if self.proc.poll() is not None:
+            return [f"TorchServe exited with {self.proc.returncode}"]
+        try:
+            return healthcheck.problems(self.runtime, timeout=2.0)
+        except (OSError, ValueError, KeyError) as e:
+            return [f"TorchServe not up yet: {e}"]
+
+    def live(self) -> list[str]:
+        """Empty while TorchServe runs: a draining or still-loading container is alive."""
+        code = self.proc.poll()
+        return [] if code is None else [f"TorchServe exited with {code}"]
+
+
+def serve_probes(probes: Probes, port: int) -> ThreadingHTTPServer:
+    """GET /ready and /live on 0.0.0.0:port in a daemon thread: 200, or 503 with the reasons.
+
+    Tokenless, unlike TorchServe's /ping, so kubelet, Cloud Run and Docker can call it; it
+    tells no more than the model names and their worker counts.
+    """
+    checks: dict[str, Callable[[], list[str]]] = {"/ready": probes.ready, "/live": probes.live}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            check = checks.get(self.path.split("?", 1)[0])
+            if check is None:
+                status, body = 404, {"error": f"no {self.path}; probes: {sorted(checks)}"}
+            else:
+                found = check()
+                status, body = (503, {"problems": found}) if found else (200, {"problems": []})
+            raw = json.dumps(body).encode() + b"\n"
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: object) -> None:
+            pass  # a probe every few seconds would flood the platform's log
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
+    return server
+
+
+def prediction_counters(runtime: dict, timeout: float = 2.0) -> tuple[float, float]:
+    """(predictions accepted, sum of answered predictions' latencies) from TorchServe's metrics.
+
+    ts_inference_requests_total grows when a prediction is accepted, and
+    ts_inference_latency_microseconds when one is answered; both count predictions only, not
+    pings, probes or management calls. The Prometheus text is read by hand: two sums over
+    labelled samples do not need a client library in this standard-library-only script.
+    """
+    with urllib.request.urlopen(f"{runtime['metrics']}/metrics", timeout=timeout) as resp:
+        text = resp.read().decode()
+    sums = {"ts_inference_requests_total": 0.0, "ts_inference_latency_microseconds": 0.0}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in sums:
+            sums[name] += float(line.rsplit(" ", 1)[1])
+    return sums["ts_inference_requests_total"], sums["ts_inference_latency_microseconds"]
+
+
+def queued(runtime: dict, tokens: dict, timeout: float = 2.0) -> int:
+    """Predictions waiting in the models' job queues (the management API's pendingRequests)."""
+    total = 0
+    for name in runtime["models"]:
+        url = f"{runtime['management']}/models/{name}"
+        status, body = healthcheck.get(url, tokens["management"], timeout)
+        if status == 200 and isinstance(body, list) and body:
+            total += int(body[0].get("jobQueueStatus", {}).get("pendingRequests", 0))
+    return total
+
+
+def drain(runtime: dict, deadline: float, quiet_s: float) -> tuple[bool, float]:
+    """Waits until no prediction is queued, accepted or answered for quiet_s; (drained, seconds).
+
+    TorchServe 0.12 has no drain of its own: its shutdown hook closes the listener and, after
+    Netty's 2 s quiet period, every open connection, answered or not (pytorch/serve#2008). No
+    metric counts the predictions inside a running batch, so the drain waits until the
+    counters stand still for longer than a batch takes (DRAIN_QUIET_S, 1 s against batches of
+    milliseconds to a few hundred here); queued ones are counted exactly.
+    """
+    started = time.monotonic()
+    last, still_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            now = (*prediction_counters(runtime), queued(runtime, healthcheck.tokens_of(runtime)))
+        except (OSError, ValueError, KeyError):
+            # TorchServe does not answer: nothing it could still send.
+            return False, time.monotonic() - started
+        if now != last or now[2] > 0:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= quiet_s:
+            return True, time.monotonic() - started
+        time.sleep(0.1)
+    return False, time.monotonic() - started
+
+
 def run(env: Mapping[str, str]) -> int:
-    """Starts TorchServe; on SIGTERM/SIGINT stops it like `torchserve --stop` and waits."""
+    """Starts TorchServe; on SIGTERM/SIGINT: /ready turns 503, in-flight requests finish, stop."""
     run_dir, models, cmd = prepare(env)
     child_env = {k: v for k, v in env.items() if k != "TS_CONFIG_FILE"}  # it overrides --ts-config
     # TEMP: the launcher's pid file and unpacked models; TMPDIR: the workers' sockets.
@@ -195,12 +359,16 @@ def run(env: Mapping[str, str]) -> int:
     runtime = json.loads((run_dir / "runtime.json").read_text())
     print(f"entrypoint: serving {', '.join(models)} at {runtime['inference']}", flush=True)
     proc = subprocess.Popen(cmd, cwd=run_dir, env=child_env, start_new_session=True)
+    probes = Probes(runtime, proc)
+    probe_server = serve_probes(probes, probe_port(env))
     stopping: list[int] = []
 
-    def stop(signum: int, _frame: object = None) -> None:
-        if stopping:
-            return
-        stopping.append(signum)
+    def on_signal(signum: int, _frame: object = None) -> None:
+        if not stopping:
+            stopping.append(signum)
+            probes.draining.set()  # /ready answers 503 from now on: routers stop sending
+
+    def stop_torchserve() -> None:
         # Like `torchserve --stop`: SIGTERM to the Java frontend, whose shutdown hook stops the
         # workers; the whole group when the frontend is not known (yet).
         pid = frontend_pid(run_dir)
@@ -212,26 +380,38 @@ def run(env: Mapping[str, str]) -> int:
         except ProcessLookupError:
             pass
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    code = proc.wait()
-    requested = bool(stopping)
-    if not requested:
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while proc.poll() is None and not stopping:
+        probes.draining.wait(0.2)
+    if stopping:
+        start = time.monotonic()
+        drained, seconds = drain(
+            runtime,
+            start + float(env.get("DRAIN_TIMEOUT_S", DRAIN_TIMEOUT_S)),
+            float(env.get("DRAIN_QUIET_S", "1")),
+        )
+        state = "drained" if drained else "drain cut short"
+        print(f"entrypoint: signal {stopping[0]}: {state} after {seconds:.1f} s", flush=True)
+        stop_torchserve()
+    else:
+        code = proc.returncode
         print(f"entrypoint: torchserve exited by itself with {code}", file=sys.stderr, flush=True)
-        stop(signal.SIGTERM)  # take down what is left of the group
-    deadline = time.monotonic() + float(env.get("STOP_GRACE_S", "8"))
+        stop_torchserve()  # take down what is left of the group
+    deadline = time.monotonic() + float(env.get("STOP_GRACE_S", STOP_GRACE_S))
     while group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
+    probe_server.shutdown()
     if group_alive(proc.pid):
         print("entrypoint: TorchServe did not stop in time; SIGKILL", file=sys.stderr, flush=True)
         os.killpg(proc.pid, signal.SIGKILL)
         while group_alive(proc.pid):
             time.sleep(0.05)
         return 1
-    if requested:
+    if stopping:
         print(f"entrypoint: TorchServe stopped on signal {stopping[0]}", flush=True)
         return 0
-    return code or 1
+    return proc.returncode or 1
 
 
 def main() -> None:

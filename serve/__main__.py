@@ -2,7 +2,7 @@
 
 python -m serve start [--config F] [--store D] [--timeout S]   start, wait for READY
 python -m serve stop                                           stop it
-python -m serve status                                         is it up, which models
+python -m serve status                                         ready? every model's workers READY
 python -m serve token [inference|management] [--host URL]      a token ("" for a remote host)
 python -m serve build NAME... [--artifacts D] [--export-path D] [--version V]
 """
@@ -16,7 +16,16 @@ from typing import Optional
 from serve.archive import build_mar
 from serve.client import KEY_FILE, local_token, token
 from serve.config import CONFIG, ROOT
-from serve.server import Server, attach, is_up, model_names, start, stop_local, wait_ready
+from serve.server import (
+    Server,
+    attach,
+    is_up,
+    model_names,
+    not_ready,
+    start,
+    stop_local,
+    wait_ready,
+)
 
 
 def serve(config: Path, store: Path, timeout: float) -> None:
@@ -52,13 +61,18 @@ def print_examples(server: Server, models: list[str]) -> None:
     print("  make stop")
 
 
-def status(config: Path) -> int:
-    """Prints whether the local server is up and what it serves; 0 when up."""
+def status(config: Path, store: Path) -> int:
+    """Prints whether the local server is ready (the container's /ready rule); 0 when ready."""
     server = attach(config, ROOT)
     if not is_up(server):
         print("TorchServe is not running.")
         return 1
-    print(f"TorchServe is up at {server.inference}: {', '.join(server.client().models())}")
+    models = model_names(store) or server.client().models()
+    found = not_ready(server, models)
+    if found:
+        print(f"TorchServe at {server.inference} is not ready: {'; '.join(found)}")
+        return 1
+    print(f"TorchServe is ready at {server.inference}: {', '.join(models)}")
     return 0
 
 
@@ -70,7 +84,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p_start.add_argument("--store", type=Path, default=ROOT / "model_store")
     p_start.add_argument("--timeout", type=float, default=300)
     sub.add_parser("stop", help="stop the TorchServe of `make serve`")
-    sub.add_parser("status", help="is it up, and which models it serves")
+    p_status = sub.add_parser("status", help="ready? every model of the store has its workers")
+    p_status.add_argument("--store", type=Path, default=ROOT / "model_store")
     p_tok = sub.add_parser("token", help="print a token from key_file.json")
     p_tok.add_argument("kind", nargs="?", default="inference", choices=["inference", "management"])
     p_tok.add_argument("--host", help="print the inference token only if HOST is this machine")
@@ -85,7 +100,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     elif args.cmd == "stop":
         stop_local(ROOT)
     elif args.cmd == "status":
-        sys.exit(status(CONFIG))
+        sys.exit(status(CONFIG, args.store))
     elif args.cmd == "token":
         print(local_token(args.host, KEY_FILE) if args.host else token(args.kind, KEY_FILE))
     else:

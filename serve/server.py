@@ -166,6 +166,35 @@ def wait_ready(server: Server, models: list[str], timeout: float = 300) -> float
         time.sleep(0.5)
 
 
+def not_ready(server: Server, models: Sequence[str]) -> list[str]:
+    """Why the server cannot answer every model; empty when each has its minWorkers READY.
+
+    The rule of docker/healthcheck.py (the container's /ready): /ping alone says Healthy while
+    workers are still loading or dead (docs/reliability.md section 5).
+    """
+    try:
+        status, _ = http(f"{server.inference}/ping", server.token(), timeout=5)
+        if status != 200:
+            return [f"/ping answered {status}"]
+        found = []
+        for name in models:
+            status, body = http(
+                f"{server.management}/models/{name}", server.token("management"), timeout=5
+            )
+            if status != 200:
+                found.append(f"{name}: describe answered {status}")
+                continue
+            desc = json.loads(body)[0]
+            workers = desc.get("workers", [])
+            wanted = max(int(desc.get("minWorkers", 1)), 1, len(workers))
+            ready = sum(w.get("status") == "READY" for w in workers)
+            if ready < wanted:
+                found.append(f"{name}: {ready}/{wanted} workers READY")
+        return found
+    except (OSError, KeyError, ValueError) as e:
+        return [f"not answering: {e}"]
+
+
 def attach(config: Path = CONFIG, workdir: Path = CONFIG.parent) -> Server:
     """The server that `config` describes, started elsewhere (e.g. by `make serve`)."""
     props = read_properties(config)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from serve.server import not_ready
 from tests.unit.deploy.helpers import ROOT, load_module
 
 pytestmark = pytest.mark.e2e
@@ -33,3 +34,8 @@ def test_a_model_that_is_not_loaded_is_unhealthy(server):
 def test_without_tokens_torchserve_refuses_the_ping(server):
     (found,) = healthcheck.problems(runtime(server, token_auth=False))
     assert found.startswith("/ping answered 400")
+
+
+def test_serve_status_applies_the_container_s_readiness_rule(server):
+    assert not_ready(server, MODELS) == [] == healthcheck.problems(runtime(server))
+    assert not_ready(server, MODELS + ["not_loaded"]) == ["not_loaded: describe answered 404"]

@@ -103,14 +103,17 @@ def test_cloudbuild_tests_archives_builds_pushes_and_deploys(cloudbuild):
     assert set(PLACEHOLDER.findall(names.replace("$$", "$"))) == set(in_spec) == {"IMAGE"}
 
 
-def test_cloud_run_port_and_probes_are_torchserve_s(service, tmp_path):
+def test_cloud_run_port_and_probes_are_the_entrypoint_s(service, tmp_path):
     c = container_spec(service)
     (port,) = c["ports"]
     assert port["name"] == "http1"
     assert port["containerPort"] == ep.inference_port({}) == 8080
-    for probe in ("startupProbe", "livenessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/ping", "port": port["containerPort"]}
     env = env_of(c)
+    probes = ep.probe_port(env)
+    assert c["startupProbe"]["httpGet"] == {"path": "/ready", "port": probes}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": probes}
+    # Drain and stop end before Cloud Run's SIGKILL, 10 s after SIGTERM.
+    assert ep.DRAIN_TIMEOUT_S + ep.STOP_GRACE_S < 10
     assert "PORT" not in env  # Cloud Run sets it from containerPort
     assert env["TOKEN_AUTH"] == "off"
     # What the entrypoint makes of Cloud Run's environment.

@@ -57,7 +57,8 @@ def test_kserve_runtime_reads_the_layout_push_models_writes(tmp_path):
     assert env["TOKEN_AUTH"] == "off"
     (port,) = c["ports"]
     assert port["containerPort"] == ep.inference_port({}) == 8080
-    assert c["readinessProbe"]["httpGet"]["path"] == "/ping"
+    # Knative takes httpGet probes only on the serving port (TorchServe's /ping): exec instead.
+    assert c["readinessProbe"]["exec"]["command"] == ["python", "/opt/serve/healthcheck.py"]
     assert "v1" in runtime["spec"]["protocolVersions"]
     # The container as KServe starts it, on the config push_models uploads.
     base = tmp_path / "config.properties"
@@ -118,17 +119,21 @@ def test_gke_deployment_service_and_hpa_fit_together():
     c = container_spec(deployment)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     env = env_of(c)
-    assert ports == {"http": ep.inference_port({}), "metrics": int(env["METRICS_PORT"])}
+    assert ports == {
+        "http": ep.inference_port({}),
+        "metrics": int(env["METRICS_PORT"]),
+        "probes": ep.probe_port(env),
+    }
     for p in service["spec"]["ports"]:
-        assert p["targetPort"] in ports
+        assert p["targetPort"] in ports and p["targetPort"] != "probes"
     for probe in ("startupProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/ping", "port": "http"}
-    assert c["livenessProbe"]["exec"]["command"] == ["python", "/opt/serve/healthcheck.py"]
+        assert c[probe]["httpGet"] == {"path": "/ready", "port": "probes"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/live", "port": "probes"}
     assert c["resources"]["requests"]["cpu"]  # the HPA's utilisation is relative to it
     assert env["TOKEN_AUTH"] == "off"
     # The grace the entrypoint gives TorchServe fits in the pod's termination grace period.
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert int(env["STOP_GRACE_S"]) < grace
+    assert ep.DRAIN_TIMEOUT_S + int(env["STOP_GRACE_S"]) < grace
 
 
 def test_pods_run_as_the_image_user_with_a_writable_tmp_only():
