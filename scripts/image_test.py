@@ -7,8 +7,9 @@ Usage: python scripts/image_test.py [--skip-build] [--image NAME] [--timeout S]
 2. Starts a local TorchServe on free loopback ports with the same model_store/*.mar
    (serve.server.start) and records its answer to examples/<model>.*.
 3. Cloud Run-like run: PORT=9090, TOKEN_AUTH=off, read-only root with a /tmp tmpfs, only
-   that port published (on 127.0.0.1). Waits for the image's HEALTHCHECK; checks that only the
-   inference port listens beyond loopback; sends each example as is, in the Vertex AI envelope
+   that port published (on 127.0.0.1). Waits for the image's HEALTHCHECK; checks that no
+   process runs as root, that the root is not writable but /tmp is, that only the inference
+   port listens beyond loopback; sends each example as is, in the Vertex AI envelope
    and on KServe's v1 route; compares with the local answers; stops it with SIGTERM.
 4. Vertex AI-like run with the defaults otherwise (token auth on): AIP_HTTP_PORT,
    AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE and MODELS for one model; no token is refused, the
@@ -158,6 +159,17 @@ def instance(body: bytes, content_type: str) -> dict[str, Any]:
     return {"b64": base64.b64encode(body).decode("ascii")}
 
 
+def runs_as(name: str) -> None:
+    """Inside the running container: every process non-root, and the root not writable."""
+    uids = engine("exec", name, "sh", "-c", "stat -c %u /proc/[0-9]*").stdout.split()
+    report(bool(uids) and "0" not in uids, f"processes run as uid(s) {sorted(set(uids))}")
+    for path in ("/home/model-server/model_store/x", "/opt/venv/x", "/x"):
+        write = engine("exec", name, "touch", path, check=False)
+        report(write.returncode != 0, f"read-only root: touch {path} refused")
+    tmp = engine("exec", name, "touch", "/tmp/x", check=False)
+    report(tmp.returncode == 0, "/tmp (the tmpfs) is writable")
+
+
 def cloud_run_like(image: str, models: list[str], examples: dict, expected: dict) -> None:
     """PORT set, IAM in front (TOKEN_AUTH=off), read-only root, only PORT published."""
     print("Cloud Run-like run: PORT=9090 TOKEN_AUTH=off --read-only --tmpfs /tmp")
@@ -173,6 +185,7 @@ def cloud_run_like(image: str, models: list[str], examples: dict, expected: dict
             "/tmp:rw,size=2g,mode=1777",
         )
         report(True, f"healthy after {wait_healthy(name, 600):.0f} s")
+        runs_as(name)
         open_ports = {p for p, where in listeners(name).items() if where == "any"}
         report(open_ports == {9090}, f"listening beyond loopback: {sorted(open_ports)}")
         for m in models:

@@ -1,5 +1,6 @@
 """deploy/k8s/: manifests parse (kubectl too), and names, ports and layout match the bundle."""
 
+import inspect
 import json
 import os
 import re
@@ -136,19 +137,35 @@ def test_gke_deployment_service_and_hpa_fit_together():
     assert ep.DRAIN_TIMEOUT_S + int(env["STOP_GRACE_S"]) < grace
 
 
-def test_pods_run_as_the_image_user_with_a_writable_tmp_only():
+def pod_specs() -> dict[str, tuple[dict, dict]]:
+    """{manifest: (pod-level spec, the serving container)} of every workload in deploy/k8s."""
+    deployment = by_kind(K8S / "gke" / "deployment.yaml")["Deployment"]
+    runtime = by_kind(K8S / "kserve" / "servingruntime.yaml")["ServingRuntime"]
+    return {
+        "gke/deployment.yaml": (deployment["spec"]["template"]["spec"], container_spec(deployment)),
+        "kserve/servingruntime.yaml": (
+            runtime["spec"],
+            container_spec(runtime, "kserve-container"),
+        ),
+    }
+
+
+@pytest.mark.parametrize("manifest", sorted(pod_specs()))
+def test_pods_run_as_the_image_user_with_a_read_only_root_and_a_writable_tmp_only(manifest):
     dockerfile = (ROOT / "Dockerfile").read_text()
     uid = int(re.search(r"useradd --uid (\d+)", dockerfile).group(1))
-    deployment = by_kind(K8S / "gke" / "deployment.yaml")["Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsUser"] == uid and pod["securityContext"]["runAsNonRoot"]
-    c = container_spec(deployment)
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    # The entrypoint's RUN_DIR default lives under the one writable mount.
+    pod, c = pod_specs()[manifest]
+    security = {**pod.get("securityContext", {}), **c["securityContext"]}
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == uid != 0
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    # The entrypoint's RUN_DIR default lives under the one writable mount, a pod-local emptyDir.
     (mount,) = c["volumeMounts"]
-    assert mount["mountPath"] == "/tmp"
-    runtime = by_kind(K8S / "kserve" / "servingruntime.yaml")["ServingRuntime"]
-    assert container_spec(runtime, "kserve-container")["securityContext"]["runAsUser"] == uid
+    run_dir = re.search(r'"RUN_DIR", "([^"]+)"', inspect.getsource(ep.prepare)).group(1)
+    assert mount["mountPath"] == "/tmp" and run_dir.startswith("/tmp/")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume
 
 
 # Discovery documents for the kinds these manifests use: what `kubectl apply` asks a cluster
