@@ -22,7 +22,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
-        online-watch online-status online-reconcile online-restore pools loadtest profile
+        online-watch online-status online-reconcile online-restore pools loadtest profile fuzz
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -150,6 +150,12 @@ image-train-test: venv ## Run the training image on a short real job (mirror mou
 
 image-test: venv java archive examples ## Build the image, run it Cloud Run/Vertex-style, compare with a local server (opt-in: root + podman)
 	$(PY) scripts/image_test.py --image $(IMAGE)
+
+# Reliability (docs/reliability.md). CI sends 1,500 of these (tests/e2e/test_fuzz.py).
+FUZZ_REQUESTS ?= 10000
+FUZZ_ARGS ?=
+fuzz: venv java archive examples ## Generated malformed requests (10,000) against a real torchserve; writes benchmarks/results/fuzz.json
+	$(PY) -m fuzz --requests $(FUZZ_REQUESTS) $(FUZZ_ARGS)
 
 lint: venv ## ruff lint and format check, mypy on handlers/, serve/ and online/
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

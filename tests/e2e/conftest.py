@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from serve.archive import build_mar
-from serve.server import start
+from serve.server import model_names, start
 from tests.conftest import GRAPH_MODELS, mirror, tiny_cfg
 from train.core.registry import specs
 
@@ -75,3 +75,24 @@ def every_model_store(tiny_run, tmp_path_factory) -> Path:
         root, _ = tiny_run(model.name)
         build_mar(model.name, root, store)
     return store
+
+
+@pytest.fixture(scope="session")
+def every_model_server(every_model_store, tiny_artifacts, tmp_path_factory):
+    """One torchserve with every model, as `make serve` starts them, shared by the tests that
+    need them all (load test smoke, fuzzing); stopped at the end of the session."""
+    workdir = tmp_path_factory.mktemp("every_model_ts")
+    names = model_names(every_model_store)
+    srv = start(every_model_store, workdir, names, artifacts=tiny_artifacts)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def examples_dir(tmp_path_factory) -> Path:
+    """A real example request per model, written from the data as `make examples` does."""
+    from train.core.examples import write_examples
+
+    out = tmp_path_factory.mktemp("examples")
+    write_examples(out)
+    return out

@@ -10,7 +10,6 @@ import pytest
 
 from serve.client import token
 from serve.config import ROOT
-from serve.server import model_names, start
 from train.core.pools import pool_hooks, write_pools
 from train.core.registry import served_models
 
@@ -18,13 +17,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def server(every_model_store, tiny_artifacts, tmp_path_factory):
-    """One torchserve with every model, as `make serve` starts them."""
-    names = model_names(every_model_store)
-    workdir = tmp_path_factory.mktemp("smoke_ts")
-    srv = start(every_model_store, workdir, names, artifacts=tiny_artifacts)
-    yield srv
-    srv.stop()
+def server(every_model_server):
+    """The session's torchserve with every model."""
+    return every_model_server
 
 
 @pytest.fixture(scope="module")
