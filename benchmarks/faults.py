@@ -1,0 +1,308 @@
+"""`make chaos`: worker faults under load, per model (issue 13, section 2).
+
+Kill: closed-loop clients post the model's real payload pool; `--kill-at` seconds in, one
+worker of the model (its pid from the management API's `workers[].pid`) gets SIGKILL, which
+is also what the kernel's OOM killer sends. Over the `--window` seconds every request's start,
+end and status is kept: failed requests (any status but 200, -1 = no HTTP answer), the failed
+share of the window, the recovery (kill to the end of the last failed answer: every answer is
+200 after it), the longest wait of a request that started after the kill (a model with one
+worker queues until the new worker is READY), the seconds until TorchServe has a new READY
+worker, and whether TorchServe's log says it restarted the worker.
+
+Memory: per model, the largest request its limits admit (model-config.yaml `handler:`), sent
+alone while the worker's RSS is sampled every 10 ms: peak, growth over the idle worker, and
+what the worker keeps afterwards.
+
+Writes benchmarks/results/faults.json.
+Usage: python -m benchmarks.faults [--models a b] [--window 20] [--kill-at 5] [--clients 4]
+       [--memory-instances N] [--skip-kill] [--skip-memory]
+"""
+
+import argparse
+import base64
+import io
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+from benchmarks.clients import Client
+from benchmarks.common import RESULTS, machine, mar_config, memory_gib
+from benchmarks.procs import RssSampler, processes, ready_pids, sigkill, worker_pids
+from serve.config import ROOT
+from serve.server import Server, model_names, start
+
+POOL = ROOT / "loadtests" / "pool"
+OUT = RESULTS / "faults.json"
+COMMAND = "make chaos"
+# TorchServe's WorkerThread logs these when a worker process dies and when it starts another.
+RESTART_LINES = ("Worker disconnected", "Retry worker")
+
+
+def pool_bodies(pool: Path, model: str) -> tuple[list[bytes], list[str]]:
+    """(bodies, Content-Types) of a model's payload pool (`make pools`)."""
+    entry = json.loads((pool / "index.json").read_text())[model]
+    payloads = entry["payloads"]
+    return [(pool / p["file"]).read_bytes() for p in payloads], [
+        p["content_type"] for p in payloads
+    ]
+
+
+class Load:
+    """`clients` closed-loop threads posting a model's pool; every request is recorded as
+    (start, end, status) on time.monotonic()."""
+
+    def __init__(self, server: Server, model: str, pool: Path, clients: int) -> None:
+        self.server, self.model, self.clients = server, model, clients
+        self.bodies, self.ctypes = pool_bodies(pool, model)
+        self.records: list[tuple[float, float, int]] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(k,)) for k in range(clients)]
+
+    def run(self, k: int) -> None:
+        tok = self.server.token()
+        client = Client(self.server.inference, f"/predictions/{self.model}", None, "", tok)
+        rng = random.Random(k)
+        while not self.stop.is_set():
+            i = rng.randrange(len(self.bodies))
+            client.headers["Content-Type"] = self.ctypes[i]
+            t0 = time.monotonic()
+            code = client.post(self.bodies[i])
+            with self.lock:
+                self.records.append((t0, time.monotonic(), code))
+
+    def __enter__(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def restart_logged(log: Path, offset: int) -> list[str]:
+    """The lines of ts_log.log written after `offset` that report a worker death or restart."""
+    if not log.exists():
+        return []
+    with open(log, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    return [line for line in text.splitlines() if any(s in line for s in RESTART_LINES)]
+
+
+def wait_new_worker(server: Server, model: str, old: list[int], timeout: float) -> float:
+    """Seconds until the model has as many READY workers as before, none of them `old[0]`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            now = ready_pids(server, model)
+        except (OSError, RuntimeError, ValueError):
+            now = []
+        if len(now) >= len(old) and old[0] not in now:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise TimeoutError(f"{model}: no new READY worker {timeout:.0f} s after the kill")
+
+
+def kill_under_load(
+    server: Server,
+    model: str,
+    pool: Path,
+    clients: int = 4,
+    window: float = 20.0,
+    kill_at: float = 5.0,
+    ready_timeout: float = 120.0,
+) -> dict[str, Any]:
+    """SIGKILL one of the model's workers while clients load it; the figures of one kill."""
+    log = server.log_dir / "ts_log.log"
+    offset = log.stat().st_size if log.exists() else 0
+    old = worker_pids(server, model)
+    with Load(server, model, pool, clients) as load:
+        t_begin = time.monotonic()
+        time.sleep(kill_at)
+        t_kill = time.monotonic()
+        sigkill(old[0])
+        worker_back_s = wait_new_worker(server, model, old, ready_timeout)
+        time.sleep(max(0.0, t_begin + window - time.monotonic()))
+    t_end = t_begin + window
+    # Only requests that started and ended inside the window count (none are cut off).
+    window_recs = [r for r in load.records if r[0] >= t_begin and r[1] <= t_end]
+    failed = [r for r in window_recs if r[2] != 200]
+    codes: dict[str, int] = {}
+    for r in failed:
+        codes[str(r[2])] = codes.get(str(r[2]), 0) + 1
+    after = [r for r in window_recs if r[0] >= t_kill]
+    lines = restart_logged(log, offset)
+    return {
+        "model": model,
+        "workers": len(old),
+        "clients": clients,
+        "window_s": window,
+        "kill_at_s": kill_at,
+        "requests": len(window_recs),
+        "failed": len(failed),
+        "failed_pct": round(100 * len(failed) / max(1, len(window_recs)), 3),
+        "failed_codes": codes,
+        "connection_failures": sum(1 for r in failed if r[2] == -1),
+        # Failed requests that were sent after the kill: 0 means only those in flight failed.
+        "failed_started_after_kill": sum(1 for r in failed if r[0] > t_kill + 0.05),
+        "recovery_s": round(max((r[1] for r in failed), default=t_kill) - t_kill, 3),
+        "worker_back_s": round(worker_back_s, 3),
+        "max_wait_after_kill_s": round(max((r[1] - r[0] for r in after), default=0.0), 3),
+        "restart_logged": bool(lines),
+        "restart_log_lines": len(lines),
+    }
+
+
+# --- memory: the largest request each model's limits admit -------------------------------
+
+
+def handler_file(mar: Path) -> str:
+    with zipfile.ZipFile(mar) as z:
+        return json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["handler"]
+
+
+def _instances(one: dict[str, Any], n: int) -> bytes:
+    return json.dumps({"instances": [one] * n}).encode()
+
+
+def worst_request(mar: Path, instances: Optional[int] = None) -> tuple[bytes, str, str]:
+    """(body, Content-Type, what it is): the largest request the model's limits admit.
+
+    `instances` caps the `{"instances": [...]}` length below the model's max_instances (a
+    quick run on a shared machine); None sends max_instances.
+    """
+    limits = {
+        "max_instances": 64,
+        "max_body_bytes": 8 * 2**20,
+        **(mar_config(mar).get("handler") or {}),
+    }
+    n = min(instances or limits["max_instances"], limits["max_instances"])
+    handler = handler_file(mar)
+    rng = random.Random(0)
+    if handler == "node_classifier.py":
+        # Every node and edge allowed, features sparse (dense x of 20,000 nodes is over the
+        # body limit): GAT's attention is per edge and head.
+        nodes, edges = limits["max_nodes"], limits["max_edges"]
+        body = {
+            "x_sparse": [[i % 500] for i in range(nodes)],
+            "edge_index": [
+                [rng.randrange(nodes) for _ in range(edges)],
+                [rng.randrange(nodes) for _ in range(edges)],
+            ],
+        }
+        return json.dumps(body).encode(), "application/json", f"{nodes} nodes, {edges} edges"
+    if handler == "graph_classifier.py":
+        nodes, edges = limits["max_nodes"], limits["max_edges"]
+        one = {
+            "atoms": ["C"] * nodes,
+            "edge_index": [
+                [rng.randrange(nodes) for _ in range(edges)],
+                [rng.randrange(nodes) for _ in range(edges)],
+            ],
+        }
+        return _instances(one, n), "application/json", f"{n} x ({nodes} nodes, {edges} edges)"
+    if handler == "molecule_energy.py":
+        atoms = limits["max_atoms"]
+        # A 4 x 4 x 2 grid 1.5 Å apart: every pair farther than min_distance.
+        pos = [[1.5 * (i % 4), 1.5 * (i // 4 % 4), 1.5 * (i // 16)] for i in range(atoms)]
+        one = {"atoms": ["C"] * atoms, "pos": pos, "forces": True}
+        return _instances(one, n), "application/json", f"{n} x {atoms} atoms with forces"
+    if handler == "text_classifier.py":
+        # Each review as long as the body limit allows: every one is cut to max_length tokens.
+        per = limits["max_body_bytes"] // n - 64
+        words = " ".join(rng.choice(["great", "awful", "film", "plot"]) for _ in range(per // 6))
+        return _instances({"text": words[:per]}, n), "application/json", f"{n} x {per} bytes"
+    if handler == "image_classifier.py":
+        # A decompression bomb within max_pixels: one colour compresses about 1000:1 in PNG.
+        from PIL import Image
+
+        side = int(limits["max_pixels"] ** 0.5)
+        buf = io.BytesIO()
+        Image.new("RGB", (side, side), (120, 80, 40)).save(buf, format="PNG")
+        one = {"b64": base64.b64encode(buf.getvalue()).decode()}
+        return _instances(one, n), "application/json", f"{n} x {side}x{side} PNG"
+    raise KeyError(f"no worst request for handler {handler}")
+
+
+def memory_peak(
+    server: Server, model: str, mar: Path, instances: Optional[int] = None
+) -> dict[str, Any]:
+    """Peak worker RSS while the model answers its worst request alone."""
+    body, ctype, what = worst_request(mar, instances)
+    procs = {k: p for k, p in processes(server, [model]).items() if k != "frontend"}
+    before = {k: p.memory_info().rss / 2**20 for k, p in procs.items()}
+    t0 = time.monotonic()
+    with RssSampler(procs, interval=0.01) as rss:
+        client = Client(server.inference, f"/predictions/{model}", None, ctype, server.token())
+        status = client.post(body)
+        seconds = time.monotonic() - t0
+        time.sleep(1.0)
+    after = {k: p.memory_info().rss / 2**20 for k, p in procs.items() if p.is_running()}
+    # The worker that took the request is the one that grew most.
+    label = max(procs, key=lambda k: (rss.peak(k) or 0) - before[k])
+    return {
+        "model": model,
+        "request": what,
+        "body_bytes": len(body),
+        "status": status,
+        "seconds": round(seconds, 3),
+        "worker_rss_before_mib": round(before[label], 1),
+        "worker_rss_peak_mib": round(rss.peak(label) or 0, 1),
+        "worker_rss_growth_mib": round((rss.peak(label) or 0) - before[label], 1),
+        "worker_rss_1s_after_mib": round(after.get(label, float("nan")), 1),
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=ROOT / "model_store")
+    parser.add_argument("--pool", type=Path, default=POOL)
+    parser.add_argument("--models", nargs="*", help="default: every .mar of the store")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--window", type=float, default=20.0, help="seconds measured per kill")
+    parser.add_argument("--kill-at", type=float, default=5.0, help="seconds into the window")
+    parser.add_argument("--memory-instances", type=int, help="cap on instances (default: max)")
+    parser.add_argument("--skip-kill", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    names = args.models or model_names(args.store)
+    result: dict[str, Any] = {
+        "command": COMMAND,
+        "argv": " ".join(["python -m benchmarks.faults", *sys.argv[1:]]),
+        "machine": {**machine("torchserve", "psutil"), "memory_gib": memory_gib()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "kill": [],
+        "memory": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start(args.store, Path(tmp), model_names(args.store))
+        try:
+            for name in names if not args.skip_kill else []:
+                row = kill_under_load(server, name, args.pool, args.clients, args.window, args.kill_at)
+                result["kill"].append(row)
+                print(json.dumps(row))
+            for name in names if not args.skip_memory else []:
+                mar = args.store / f"{name}.mar"
+                row = memory_peak(server, name, mar, args.memory_instances)
+                result["memory"].append(row)
+                print(json.dumps(row))
+        finally:
+            server.stop()
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
