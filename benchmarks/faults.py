@@ -15,7 +15,7 @@ what the worker keeps afterwards.
 
 Writes benchmarks/results/faults.json.
 Usage: python -m benchmarks.faults [--models a b] [--window 20] [--kill-at 5] [--clients 4]
-       [--memory-instances N] [--skip-kill] [--skip-memory]
+       [--memory-instances N] [--worker-memory-cap MIB] [--skip-kill] [--skip-memory]
 """
 
 import argparse
@@ -34,6 +34,7 @@ from typing import Any, Optional
 from benchmarks.clients import Client
 from benchmarks.common import RESULTS, machine, mar_config, memory_gib
 from benchmarks.procs import RssSampler, processes, ready_pids, sigkill, worker_pids
+from serve.client import exchange
 from serve.config import ROOT
 from serve.server import Server, model_names, start
 
@@ -174,8 +175,8 @@ def _instances(one: dict[str, Any], n: int) -> bytes:
     return json.dumps({"instances": [one] * n}).encode()
 
 
-def worst_request(mar: Path, instances: Optional[int] = None) -> tuple[bytes, str, str]:
-    """(body, Content-Type, what it is): the largest request the model's limits admit.
+def worst_request(mar: Path, instances: Optional[int] = None) -> tuple[bytes, str, str, int]:
+    """(body, Content-Type, what it is, instances): the largest request the limits admit.
 
     `instances` caps the `{"instances": [...]}` length below the model's max_instances (a
     quick run on a shared machine); None sends max_instances.
@@ -199,7 +200,7 @@ def worst_request(mar: Path, instances: Optional[int] = None) -> tuple[bytes, st
                 [rng.randrange(nodes) for _ in range(edges)],
             ],
         }
-        return json.dumps(body).encode(), "application/json", f"{nodes} nodes, {edges} edges"
+        return json.dumps(body).encode(), "application/json", f"{nodes} nodes, {edges} edges", 1
     if handler == "graph_classifier.py":
         nodes, edges = limits["max_nodes"], limits["max_edges"]
         one = {
@@ -209,18 +210,18 @@ def worst_request(mar: Path, instances: Optional[int] = None) -> tuple[bytes, st
                 [rng.randrange(nodes) for _ in range(edges)],
             ],
         }
-        return _instances(one, n), "application/json", f"{n} x ({nodes} nodes, {edges} edges)"
+        return _instances(one, n), "application/json", f"{n} x ({nodes} nodes, {edges} edges)", n
     if handler == "molecule_energy.py":
         atoms = limits["max_atoms"]
         # A 4 x 4 x 2 grid 1.5 Å apart: every pair farther than min_distance.
         pos = [[1.5 * (i % 4), 1.5 * (i // 4 % 4), 1.5 * (i // 16)] for i in range(atoms)]
         one = {"atoms": ["C"] * atoms, "pos": pos, "forces": True}
-        return _instances(one, n), "application/json", f"{n} x {atoms} atoms with forces"
+        return _instances(one, n), "application/json", f"{n} x {atoms} atoms with forces", n
     if handler == "text_classifier.py":
         # Each review as long as the body limit allows: every one is cut to max_length tokens.
         per = limits["max_body_bytes"] // n - 64
         words = " ".join(rng.choice(["great", "awful", "film", "plot"]) for _ in range(per // 6))
-        return _instances({"text": words[:per]}, n), "application/json", f"{n} x {per} bytes"
+        return _instances({"text": words[:per]}, n), "application/json", f"{n} x {per} bytes", n
     if handler == "image_classifier.py":
         # A decompression bomb within max_pixels: one colour compresses about 1000:1 in PNG.
         from PIL import Image
@@ -229,36 +230,66 @@ def worst_request(mar: Path, instances: Optional[int] = None) -> tuple[bytes, st
         buf = io.BytesIO()
         Image.new("RGB", (side, side), (120, 80, 40)).save(buf, format="PNG")
         one = {"b64": base64.b64encode(buf.getvalue()).decode()}
-        return _instances(one, n), "application/json", f"{n} x {side}x{side} PNG"
+        return _instances(one, n), "application/json", f"{n} x {side}x{side} PNG", n
     raise KeyError(f"no worst request for handler {handler}")
 
 
 def memory_peak(
-    server: Server, model: str, mar: Path, instances: Optional[int] = None
+    server: Server,
+    model: str,
+    mar: Path,
+    instances: Optional[int] = None,
+    cap_mib: Optional[float] = None,
 ) -> dict[str, Any]:
-    """Peak worker RSS while the model answers its worst request alone."""
-    body, ctype, what = worst_request(mar, instances)
+    """Peak worker RSS while the model answers its worst request alone.
+
+    cap_mib: first cap each worker's address space (RLIMIT_AS, set from outside with psutil)
+    at its present size plus cap_mib, so an allocation beyond that fails in the worker
+    instead of growing until the kernel's OOM killer ends it (or something else).
+    """
+    import resource
+
+    body, ctype, what, n = worst_request(mar, instances)
     procs = {k: p for k, p in processes(server, [model]).items() if k != "frontend"}
+    pids = sorted(p.pid for p in procs.values())
+    if cap_mib is not None:
+        for p in procs.values():
+            # The soft limit only: a raised hard limit could not be lowered back unprivileged.
+            limit = int(p.memory_info().vms + cap_mib * 2**20)
+            p.rlimit(resource.RLIMIT_AS, (limit, p.rlimit(resource.RLIMIT_AS)[1]))
     before = {k: p.memory_info().rss / 2**20 for k, p in procs.items()}
     t0 = time.monotonic()
     with RssSampler(procs, interval=0.01) as rss:
-        client = Client(server.inference, f"/predictions/{model}", None, ctype, server.token())
-        status = client.post(body)
+        url = f"{server.inference}/predictions/{model}"
+        status, answer, _ = exchange(
+            url, server.token(), "POST", body, {"Content-Type": ctype}, 300
+        )
         seconds = time.monotonic() - t0
         time.sleep(1.0)
     after = {k: p.memory_info().rss / 2**20 for k, p in procs.items() if p.is_running()}
     # The worker that took the request is the one that grew most.
     label = max(procs, key=lambda k: (rss.peak(k) or 0) - before[k])
+    growth = (rss.peak(label) or 0) - before[label]
+    if cap_mib is not None:
+        # Lift the cap again (a restarted worker would not have it either).
+        for p in procs.values():
+            if p.is_running():
+                hard = p.rlimit(resource.RLIMIT_AS)[1]
+                p.rlimit(resource.RLIMIT_AS, (hard, hard))
     return {
         "model": model,
         "request": what,
         "body_bytes": len(body),
+        "address_space_cap_mib": cap_mib,
         "status": status,
+        "error": None if status == 200 else answer[:300].decode(errors="replace"),
         "seconds": round(seconds, 3),
         "worker_rss_before_mib": round(before[label], 1),
         "worker_rss_peak_mib": round(rss.peak(label) or 0, 1),
-        "worker_rss_growth_mib": round((rss.peak(label) or 0) - before[label], 1),
+        "worker_rss_growth_mib": round(growth, 1),
         "worker_rss_1s_after_mib": round(after.get(label, float("nan")), 1),
+        "instances": n,
+        "worker_survived": sorted(worker_pids(server, model)) == pids,
     }
 
 
@@ -270,7 +301,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per kill")
     parser.add_argument("--kill-at", type=float, default=5.0, help="seconds into the window")
-    parser.add_argument("--memory-instances", type=int, help="cap on instances (default: max)")
+    # Not max_instances by default: 16 photos of 24 Mpx take about 11 GB in one flowers worker.
+    parser.add_argument(
+        "--memory-instances", type=int, default=2, help="instances per worst request; 0 = max"
+    )
+    # With a cap, max_instances is safe to send: the worker fails the request at the cap.
+    parser.add_argument(
+        "--worker-memory-cap", type=float, help="send it under RLIMIT_AS = worker size + MiB"
+    )
     parser.add_argument("--skip-kill", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -288,12 +326,15 @@ def main(argv: Optional[list[str]] = None) -> None:
         server = start(args.store, Path(tmp), model_names(args.store))
         try:
             for name in names if not args.skip_kill else []:
-                row = kill_under_load(server, name, args.pool, args.clients, args.window, args.kill_at)
+                row = kill_under_load(
+                    server, name, args.pool, args.clients, args.window, args.kill_at
+                )
                 result["kill"].append(row)
                 print(json.dumps(row))
             for name in names if not args.skip_memory else []:
                 mar = args.store / f"{name}.mar"
-                row = memory_peak(server, name, mar, args.memory_instances)
+                cap = args.worker_memory_cap
+                row = memory_peak(server, name, mar, args.memory_instances or None, cap)
                 result["memory"].append(row)
                 print(json.dumps(row))
         finally:
