@@ -15,7 +15,7 @@ what the worker keeps afterwards.
 
 Writes benchmarks/results/faults.json.
 Usage: python -m benchmarks.faults [--models a b] [--window 20] [--kill-at 5] [--clients 4]
-       [--memory-instances N] [--worker-memory-cap MIB] [--skip-kill] [--skip-memory]
+       [--retry] [--memory-instances N] [--worker-memory-cap MIB] [--skip-kill] [--skip-memory]
 """
 
 import argparse
@@ -30,6 +30,9 @@ import time
 import zipfile
 from pathlib import Path
 from typing import Any, Optional
+
+import urllib3
+from urllib3.util import Retry
 
 from benchmarks.clients import Client
 from benchmarks.common import RESULTS, machine, mar_config, memory_gib
@@ -54,12 +57,33 @@ def pool_bodies(pool: Path, model: str) -> tuple[list[bytes], list[str]]:
     ]
 
 
+def client_retry() -> Retry:
+    """The retry docs/reliability.md advises: 503 (queue full) and 507 (worker died) at most
+    3 times, exponential backoff with jitter, only before an answer started (no read retry)."""
+    return Retry(
+        total=3,
+        connect=3,
+        read=0,
+        status=3,
+        status_forcelist=(503, 507),
+        allowed_methods=None,  # POST too: a prediction has no side effect
+        backoff_factor=0.25,
+        backoff_jitter=0.25,
+        backoff_max=2.0,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
 class Load:
     """`clients` closed-loop threads posting a model's pool; every request is recorded as
-    (start, end, status) on time.monotonic()."""
+    (start, end, status) on time.monotonic(). retry: each request through urllib3 with
+    client_retry() (its status is the last try's)."""
 
-    def __init__(self, server: Server, model: str, pool: Path, clients: int) -> None:
-        self.server, self.model, self.clients = server, model, clients
+    def __init__(
+        self, server: Server, model: str, pool: Path, clients: int, retry: bool = False
+    ) -> None:
+        self.server, self.model, self.clients, self.retry = server, model, clients, retry
         self.bodies, self.ctypes = pool_bodies(pool, model)
         self.records: list[tuple[float, float, int]] = []
         self.lock = threading.Lock()
@@ -69,12 +93,21 @@ class Load:
     def run(self, k: int) -> None:
         tok = self.server.token()
         client = Client(self.server.inference, f"/predictions/{self.model}", None, "", tok)
+        pool = urllib3.PoolManager(retries=client_retry(), timeout=120)
+        url = f"{self.server.inference}/predictions/{self.model}"
         rng = random.Random(k)
         while not self.stop.is_set():
             i = rng.randrange(len(self.bodies))
             client.headers["Content-Type"] = self.ctypes[i]
             t0 = time.monotonic()
-            code = client.post(self.bodies[i])
+            if self.retry:
+                try:
+                    headers = dict(client.headers)
+                    code = pool.request("POST", url, body=self.bodies[i], headers=headers).status
+                except urllib3.exceptions.HTTPError:
+                    code = -1
+            else:
+                code = client.post(self.bodies[i])
             with self.lock:
                 self.records.append((t0, time.monotonic(), code))
 
@@ -121,12 +154,13 @@ def kill_under_load(
     window: float = 20.0,
     kill_at: float = 5.0,
     ready_timeout: float = 120.0,
+    retry: bool = False,
 ) -> dict[str, Any]:
     """SIGKILL one of the model's workers while clients load it; the figures of one kill."""
     log = server.log_dir / "ts_log.log"
     offset = log.stat().st_size if log.exists() else 0
     old = worker_pids(server, model)
-    with Load(server, model, pool, clients) as load:
+    with Load(server, model, pool, clients, retry) as load:
         t_begin = time.monotonic()
         time.sleep(kill_at)
         t_kill = time.monotonic()
@@ -140,12 +174,13 @@ def kill_under_load(
     codes: dict[str, int] = {}
     for r in failed:
         codes[str(r[2])] = codes.get(str(r[2]), 0) + 1
-    after = [r for r in window_recs if r[0] >= t_kill]
+    after = [r for r in window_recs if r[1] >= t_kill]  # in flight at the kill, or later
     lines = restart_logged(log, offset)
     return {
         "model": model,
         "workers": len(old),
         "clients": clients,
+        "client_retry": retry,
         "window_s": window,
         "kill_at_s": kill_at,
         "requests": len(window_recs),
@@ -309,6 +344,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument(
         "--worker-memory-cap", type=float, help="send it under RLIMIT_AS = worker size + MiB"
     )
+    parser.add_argument(
+        "--retry", action="store_true", help="clients retry 503/507 (client_retry())"
+    )
     parser.add_argument("--skip-kill", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -327,8 +365,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         try:
             for name in names if not args.skip_kill else []:
                 row = kill_under_load(
-                    server, name, args.pool, args.clients, args.window, args.kill_at
-                )
+                    server, name, args.pool, args.clients, args.window, args.kill_at,
+                    retry=args.retry,
+                )  # fmt: skip
                 result["kill"].append(row)
                 print(json.dumps(row))
             for name in names if not args.skip_memory else []:
