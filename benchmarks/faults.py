@@ -5,7 +5,7 @@ worker of the model (its pid from the management API's `workers[].pid`) gets SIG
 is also what the kernel's OOM killer sends. Over the `--window` seconds every request's start,
 end and status is kept: failed requests (any status but 200, -1 = no HTTP answer), the failed
 share of the window, the recovery (kill to the end of the last failed answer: every answer is
-200 after it), the longest wait of a request that started after the kill (a model with one
+200 after it), the longest wait of a request answered after the kill (a model with one
 worker queues until the new worker is READY), the seconds until TorchServe has a new READY
 worker, and whether TorchServe's log says it restarted the worker.
 
