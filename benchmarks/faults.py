@@ -9,9 +9,12 @@ share of the window, the recovery (kill to the end of the last failed answer: ev
 worker queues until the new worker is READY), the seconds until TorchServe has a new READY
 worker, and whether TorchServe's log says it restarted the worker.
 
-Memory: per model, the largest request its limits admit (model-config.yaml `handler:`), sent
-alone while the worker's RSS is sampled every 10 ms: peak, growth over the idle worker, and
-what the worker keeps afterwards.
+Memory: per model, the largest request its limits admit (model-config.yaml `handler:`), with
+`--memory-instances` instances where the model takes `{"instances": [...]}` (2 by default; 0 =
+max_instances), sent alone while the worker's RSS is sampled every 10 ms: status, peak, growth
+over the idle worker, what the worker keeps afterwards, and whether it survived.
+`--worker-memory-cap MIB` first sets each worker's RLIMIT_AS to its size plus MIB (psutil),
+the containment docs/reliability.md discusses.
 
 Writes benchmarks/results/faults.json.
 Usage: python -m benchmarks.faults [--models a b] [--window 20] [--kill-at 5] [--clients 4]
