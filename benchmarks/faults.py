@@ -209,23 +209,28 @@ def handler_file(mar: Path) -> str:
         return json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["handler"]
 
 
-def _instances(one: dict[str, Any], n: int) -> bytes:
-    return json.dumps({"instances": [one] * n}).encode()
+def _instances(one: dict[str, Any], n: int, max_bytes: int) -> tuple[bytes, int]:
+    """`{"instances": [one] * k}` with the largest k <= n that fits in max_bytes."""
+    size = len(json.dumps(one)) + 2  # one instance and its ", " separator
+    k = max(1, min(n, (max_bytes - len('{"instances": []}')) // size))
+    return json.dumps({"instances": [one] * k}).encode(), k
 
 
-def worst_request(mar: Path, instances: Optional[int] = None) -> tuple[bytes, str, str, int]:
+def mar_limits(mar: Path) -> tuple[str, dict[str, Any]]:
+    """(handler file, handler limits of model-config.yaml) packed in a .mar."""
+    return handler_file(mar), mar_config(mar).get("handler") or {}
+
+
+def worst_request(
+    handler: str, config: dict[str, Any], instances: Optional[int] = None
+) -> tuple[bytes, str, str, int]:
     """(body, Content-Type, what it is, instances): the largest request the limits admit.
 
-    `instances` caps the `{"instances": [...]}` length below the model's max_instances (a
-    quick run on a shared machine); None sends max_instances.
+    `handler` is the model's handler file, `config` its model-config.yaml `handler:` section;
+    `instances` caps the `{"instances": [...]}` length below its max_instances (None = max).
     """
-    limits = {
-        "max_instances": 64,
-        "max_body_bytes": 8 * 2**20,
-        **(mar_config(mar).get("handler") or {}),
-    }
+    limits = {"max_instances": 64, "max_body_bytes": 8 * 2**20, **config}
     n = min(instances or limits["max_instances"], limits["max_instances"])
-    handler = handler_file(mar)
     rng = random.Random(0)
     if handler == "node_classifier.py":
         # Every node and edge allowed, features sparse (dense x of 20,000 nodes is over the
@@ -248,18 +253,21 @@ def worst_request(mar: Path, instances: Optional[int] = None) -> tuple[bytes, st
                 [rng.randrange(nodes) for _ in range(edges)],
             ],
         }
-        return _instances(one, n), "application/json", f"{n} x ({nodes} nodes, {edges} edges)", n
+        body, k = _instances(one, n, limits["max_body_bytes"])
+        return body, "application/json", f"{k} x ({nodes} nodes, {edges} edges)", k
     if handler == "molecule_energy.py":
         atoms = limits["max_atoms"]
         # A 4 x 4 x 2 grid 1.5 Å apart: every pair farther than min_distance.
         pos = [[1.5 * (i % 4), 1.5 * (i // 4 % 4), 1.5 * (i // 16)] for i in range(atoms)]
         one = {"atoms": ["C"] * atoms, "pos": pos, "forces": True}
-        return _instances(one, n), "application/json", f"{n} x {atoms} atoms with forces", n
+        body, k = _instances(one, n, limits["max_body_bytes"])
+        return body, "application/json", f"{k} x {atoms} atoms with forces", k
     if handler == "text_classifier.py":
         # Each review as long as the body limit allows: every one is cut to max_length tokens.
         per = limits["max_body_bytes"] // n - 64
         words = " ".join(rng.choice(["great", "awful", "film", "plot"]) for _ in range(per // 6))
-        return _instances({"text": words[:per]}, n), "application/json", f"{n} x {per} bytes", n
+        body, k = _instances({"text": words[:per]}, n, limits["max_body_bytes"])
+        return body, "application/json", f"{k} x {per} bytes", k
     if handler == "image_classifier.py":
         # A decompression bomb within max_pixels: one colour compresses about 1000:1 in PNG.
         from PIL import Image
@@ -268,7 +276,8 @@ def worst_request(mar: Path, instances: Optional[int] = None) -> tuple[bytes, st
         buf = io.BytesIO()
         Image.new("RGB", (side, side), (120, 80, 40)).save(buf, format="PNG")
         one = {"b64": base64.b64encode(buf.getvalue()).decode()}
-        return _instances(one, n), "application/json", f"{n} x {side}x{side} PNG", n
+        body, k = _instances(one, n, limits["max_body_bytes"])
+        return body, "application/json", f"{k} x {side}x{side} PNG", k
     raise KeyError(f"no worst request for handler {handler}")
 
 
@@ -287,7 +296,7 @@ def memory_peak(
     """
     import resource
 
-    body, ctype, what, n = worst_request(mar, instances)
+    body, ctype, what, n = worst_request(*mar_limits(mar), instances)
     procs = {k: p for k, p in processes(server, [model]).items() if k != "frontend"}
     pids = sorted(p.pid for p in procs.values())
     if cap_mib is not None:
