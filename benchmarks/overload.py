@@ -2,8 +2,10 @@
 
 Per model, a torchserve serving only that model (its committed model-config.yaml, so its
 `jobQueueSize`) is driven in four phases with the model's real payload pool:
-1. saturation: `--clients` closed-loop clients for `--saturation-seconds`; the 200s per second
-   are the saturation throughput S;
+1. saturation: `--clients` closed-loop clients for `--saturation-seconds` give a first
+   estimate (Python clients on the same 2 cores fill few batches, so it is low); open-loop
+   probes from 1.5 times it, doubled until the server answers fewer than 90% of them, give the
+   saturation throughput S: the 200s per second while arrivals outrun the server;
 2. baseline: an open loop at `--low` x S (arrivals evenly spaced, each request sent whether or
    not the earlier ones were answered), whose p99 sets the "recovered" latency bound;
 3. overload: an open loop at `--factor` x S (2 by default) for `--overload-seconds`;
@@ -96,6 +98,30 @@ async def open_loop(
     return out
 
 
+def open_loop_saturation(
+    url: str,
+    tok: Optional[str],
+    bodies: list[bytes],
+    ctypes: list[str],
+    start_rate: float,
+    seconds: float,
+    timeout: float,
+) -> tuple[float, list[dict[str, float]]]:
+    """The model's throughput when arrivals outrun it: open-loop probes from `start_rate`,
+    doubled until the server answers fewer than 90% of them with 200 (in the probe's second
+    half); that answer rate is the saturation. Returns it and the probes."""
+    rate, probes = start_rate, []
+    for _ in range(5):
+        recs = asyncio.run(open_loop(url, tok, bodies, ctypes, [("probe", rate, seconds)], timeout))
+        half = seconds / 2
+        served = sum(1 for r in recs if r[3] == 200 and half <= r[2] <= seconds) / half
+        probes.append({"offered_rps": round(rate, 1), "served_rps": round(served, 1)})
+        if served < 0.9 * rate:
+            return served, probes
+        rate *= 2
+    raise RuntimeError(f"the server kept up with every probe, {probes}: raise --clients")
+
+
 def p99(values: list[float]) -> Optional[float]:
     return round(float(np.percentile(values, 99)) * 1000, 1) if values else None
 
@@ -158,15 +184,21 @@ def overload_model(
     server = start(only, workdir, [model])
     try:
         config = server.client().describe(model)
-        sat = saturation(server, model, pool, clients, saturation_s)
+        closed = saturation(server, model, pool, clients, saturation_s)
+        bodies, ctypes = pool_bodies(pool, model)
+        url = f"{server.inference}/predictions/{model}"
+        tok = server.token()
+        sat, probes = open_loop_saturation(
+            url, tok, bodies, ctypes, 1.5 * closed, saturation_s, timeout
+        )
+        # Let the probe's queue drain before the baseline.
+        time.sleep(5)
         phases = [
             ("baseline", low * sat, low_s),
             ("overload", factor * sat, overload_s),
             ("recovery", low * sat, low_s),
         ]
-        bodies, ctypes = pool_bodies(pool, model)
-        url = f"{server.inference}/predictions/{model}"
-        recs = asyncio.run(open_loop(url, server.token(), bodies, ctypes, phases, timeout))
+        recs = asyncio.run(open_loop(url, tok, bodies, ctypes, phases, timeout))
     finally:
         server.stop()
     return {
@@ -175,6 +207,8 @@ def overload_model(
         "batch_size": config["batchSize"],
         "job_queue_size": mar_config(store / f"{model}.mar").get("jobQueueSize"),
         "response_timeout_s": config["responseTimeout"],
+        "closed_loop_rps": round(closed, 1),
+        "saturation_probes": probes,
         "saturation_rps": round(sat, 1),
         "phases": [{"name": n, "rate_rps": round(r, 1), "seconds": s} for n, r, s in phases],
         **analyse(recs, phases),
