@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks.faults import kill_under_load
 from serve.metrics import REQUESTS, per_model, scrape
+from serve.server import start
 from tests.conftest import GRAPH_MODELS
 from train.core.pools import write_pools
 
@@ -15,7 +16,16 @@ CLIENTS = 2
 
 
 @pytest.fixture(scope="module")
-def graph_pool(server, tmp_path_factory):
+def server(graph_store, tiny_artifacts, tmp_path_factory):
+    """A torchserve of its own: the session's server must not see these restarts (tests that
+    count worker restarts in its log expect none)."""
+    srv = start(graph_store, tmp_path_factory.mktemp("faults_ts"), list(GRAPH_MODELS))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def graph_pool(tmp_path_factory):
     """A small real payload pool for each graph model, written as `make pools` does."""
     out = tmp_path_factory.mktemp("fault_pool")
     write_pools(out, list(GRAPH_MODELS), size=20, seed=3)
