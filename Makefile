@@ -22,7 +22,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
-        online-watch online-status online-reconcile online-restore pools loadtest profile fuzz
+        online-watch online-status online-reconcile online-restore pools loadtest profile \
+        chaos overload soak fuzz
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -112,6 +113,20 @@ loadtest: venv pools ## Headless Locust run (CSV, HTML, summary in loadtests/res
 
 profile: venv java archive examples pools ## Concurrency sweep per model and server setting; writes benchmarks/results/report.md
 	$(PY) -m benchmarks.profile
+
+# Reliability benchmarks (docs/reliability.md): each starts its own torchserve on free ports;
+# run them on a quiet machine. CHAOS_ARGS, OVERLOAD_ARGS, SOAK_ARGS pass options through.
+CHAOS_ARGS    ?=
+OVERLOAD_ARGS ?=
+SOAK_ARGS     ?=
+chaos: venv java archive pools ## Kill a worker of each model under load, worst request's RSS; writes benchmarks/results/faults.json
+	$(PY) -m benchmarks.faults $(CHAOS_ARGS)
+
+overload: venv java archive pools ## Twice the saturation rate: shed ratio, admitted p99, recovery; writes benchmarks/results/overload.json
+	$(PY) -m benchmarks.overload $(OVERLOAD_ARGS)
+
+soak: venv java archive pools ## 10 min at 80% of saturation, every model: RSS slopes, p99 per minute; writes benchmarks/results/soak.json
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 ONLINE_ARGS ?=
 online-init: venv ## Online QM9 loop: cut QM9 into shards, version the first data state with DVC
