@@ -41,6 +41,21 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
+def shrink(im: Image.Image, draft: Optional[int]) -> Image.Image:
+    """Any format as JPEG's draft mode decodes it: halved while the short side stays >= draft.
+
+    A full-size PNG or WebP would otherwise stay at full size until the model resizes it, in
+    float: 24 Mpx held about 690 MiB per photo in the worker (benchmarks/faults.py). The
+    mirror's photos (256 px) and drafted JPEGs are already under 2 * draft and do not change.
+    """
+    if not draft:
+        return im
+    factor = 1
+    while min(im.size) // (factor * 2) >= draft:
+        factor *= 2
+    return im.reduce(factor) if factor > 1 else im
+
+
 def decode_image(
     data: bytes,
     max_pixels: int,
@@ -64,7 +79,7 @@ def decode_image(
             if draft and im.format == "JPEG":
                 im.draft("RGB", (draft, draft))
             im.load()
-            rgb = to_rgb(ImageOps.exif_transpose(im))
+            rgb = shrink(to_rgb(ImageOps.exif_transpose(im)), draft)
     except RequestError:
         raise
     except UnidentifiedImageError:

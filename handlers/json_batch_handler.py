@@ -31,6 +31,17 @@ MAX_INT_DIGITS = 4300
 FORWARD_FAILED = RequestError(
     "model", "the forward pass failed on this input (see the worker log)", 500
 )
+# The same when it ran out of the worker's memory: the input is too large to serve, not a fault.
+OUT_OF_MEMORY = RequestError(
+    "body", "needs more memory than this model's worker may use (memory_limit_mib)", 413
+)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """MemoryError, or torch's allocator failing ("DefaultCPUAllocator: can't allocate")."""
+    return isinstance(e, MemoryError) or (
+        isinstance(e, RuntimeError) and "allocate" in str(e).lower()
+    )
 
 
 def _integer(text: str) -> int:
@@ -121,6 +132,10 @@ class JsonBatchHandler(BaseHandler):
         # otherwise depend on the rest of the batch (dynamic int8 quantisation scales each
         # activation tensor by the range over the whole batch, padding included).
         "forward_alone": False,
+        # MiB of address space the worker may grow by after loading (RLIMIT_AS, set in
+        # initialize, so every restarted worker has it too); None: no limit. A request past it
+        # fails alone with 413 instead of the kernel's OOM killer taking the worker or the host.
+        "memory_limit_mib": None,
     }
 
     def initialize(self, context: Any) -> None:
@@ -138,7 +153,27 @@ class JsonBatchHandler(BaseHandler):
         model_dir = context.system_properties.get("model_dir")
         with open(os.path.join(model_dir, "meta.json")) as f:
             self.meta = json.load(f)
+        if self.config.get("memory_limit_mib"):
+            self.limit_memory(float(self.config["memory_limit_mib"]))
         self.initialized = True
+
+    @staticmethod
+    def limit_memory(mib: float) -> int:
+        """Caps this process's address space at its size now plus `mib`; returns the cap.
+
+        TorchServe has no per-worker memory limit. An address-space cap, rather than one on
+        resident memory, is what Linux enforces at allocation time: the allocation fails and
+        raises, the request gets its 413, and the worker lives on.
+        """
+        import resource
+
+        import psutil  # a dependency of torchserve
+
+        cap = int(psutil.Process().memory_info().vms + mib * 2**20)
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (cap if hard < 0 else min(cap, hard), hard))
+        log.info("address space capped at %.0f MiB (%s MiB above its size)", cap / 2**20, mib)
+        return cap
 
     def warm_up_on(self, payloads: list[dict[str, Any]], rounds: int = 2) -> None:
         """Runs `payloads` through parse and predict before the worker reports READY.
@@ -294,6 +329,9 @@ class JsonBatchHandler(BaseHandler):
             except RequestError as e:
                 errors[idx] = e
             except Exception as e:  # noqa: BLE001 - no request's parse may fail its batch
+                if out_of_memory(e):
+                    errors[idx] = OUT_OF_MEMORY
+                    continue
                 # A cause nobody named yet: this request's own 400, and a traceback in the
                 # worker log so that it gets a precise message.
                 log.exception("request %d of %d: unexpected error while parsing", idx, len(data))
@@ -324,10 +362,10 @@ class JsonBatchHandler(BaseHandler):
             return batch
         try:
             batch["outputs"] = self.predict(items)
-        except Exception:  # noqa: BLE001 - isolate the request that broke the forward
+        except Exception as e:  # noqa: BLE001 - isolate the request that broke the forward
             if len(batch["good"]) == 1 and not isinstance(batch["good"][0][1], Instances):
                 log.exception("the forward pass failed for request %d", batch["good"][0][0])
-                self._failed(batch, batch["good"])
+                self._failed(batch, batch["good"], e)
                 return batch
             log.exception("the forward pass of %d requests failed: retrying one by one", len(items))
             batch["good"], batch["outputs"] = self._one_by_one(batch, batch["good"])
@@ -343,15 +381,15 @@ class JsonBatchHandler(BaseHandler):
             try:
                 outputs.extend(self.predict(self.flat([(idx, item)])))
                 kept.append((idx, item))
-            except Exception:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001
                 log.exception("the forward pass failed for request %d", idx)
-                batch["errors"][idx] = FORWARD_FAILED
+                batch["errors"][idx] = OUT_OF_MEMORY if out_of_memory(e) else FORWARD_FAILED
         return kept, outputs
 
     @staticmethod
-    def _failed(batch: dict[str, Any], failed: list[tuple[int, Any]]) -> None:
+    def _failed(batch: dict[str, Any], failed: list[tuple[int, Any]], e: Exception) -> None:
         for idx, _ in failed:
-            batch["errors"][idx] = FORWARD_FAILED
+            batch["errors"][idx] = OUT_OF_MEMORY if out_of_memory(e) else FORWARD_FAILED
         gone = {idx for idx, _ in failed}
         batch["good"] = [g for g in batch["good"] if g[0] not in gone]
         batch["outputs"] = []

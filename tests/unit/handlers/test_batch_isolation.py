@@ -2,6 +2,8 @@
 pass that one input breaks is retried request by request (issue 13's 503s for whole batches)."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -133,3 +135,34 @@ def test_forward_alone_runs_each_request_by_itself(node_handler):
     assert [s for s, _ in out] == [200, 200, 400, 200]
     assert sizes == [3, 1, 3]  # three forwards, one per good request, in order
     assert out[0][1] == out[3][1]
+
+
+def test_a_forward_out_of_memory_is_that_requests_413(node_handler):
+    handler, ctx = node_handler
+    model = handler.model
+
+    def greedy(x, edge_index):
+        if x.size(0) % 3:  # the one-node request, alone (1) or in the batch (3 + 1 + 3)
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB")
+        return model(x, edge_index)
+
+    handler.model = greedy
+    small = {"x": [[1, 0, 0, 0, 0]], "edge_index": [[0], [0]]}
+    out = call(handler, ctx, [GOOD, json.dumps(small).encode(), GOOD])
+    assert [s for s, _ in out] == [200, 413, 200]
+    assert "more memory than" in out[1][1]["error"]
+
+
+def test_limit_memory_makes_a_too_large_allocation_fail_and_the_process_live():
+    # In a child process: the cap stays there. 256 MiB of headroom, then a 1 GiB tensor.
+    code = (
+        "import sys, torch; sys.path.insert(0, 'handlers')\n"
+        "from json_batch_handler import JsonBatchHandler\n"
+        "JsonBatchHandler.limit_memory(256)\n"
+        "try:\n    torch.ones(2**28)\n"
+        "except RuntimeError as e:\n    print('refused', 'alloc' in str(e))\n"
+        "print('alive', float(torch.ones(1000).sum()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["refused", "True", "alive", "1000.0"]
