@@ -70,3 +70,17 @@ def test_overload_analysis_shed_ratio_admitted_p99_and_recovery():
     assert out["shed_p99_ms"] == pytest.approx(10, abs=1)
     assert out["recovery_s"] == pytest.approx(1.7, abs=0.01)  # request 9 ends at 20.9 + 0.8
     assert out["recovery_failed"] == 0
+    assert out["recovery_slow"] == 10 and out["recovery_p99_s"] == 1.0  # bin 0 slow, bin 1 back
+
+
+def test_one_late_slow_request_sets_recovery_s_but_not_the_binned_recovery():
+    phases = [("baseline", 10, 10), ("overload", 20, 10), ("recovery", 10, 10)]
+    recs = [("baseline", i / 10, i / 10 + 0.05, 200) for i in range(100)]
+    recs += [("overload", 10 + i / 10, 10 + i / 10 + 0.05, 503) for i in range(100)]
+    recs += [
+        ("recovery", 20 + i / 10, 20 + i / 10 + (2.0 if i == 90 else 0.05), 200) for i in range(100)
+    ]
+    out = analyse(recs, phases)
+    assert out["recovery_s"] == pytest.approx(11.0, abs=0.01)  # the one request at 29 s + 2 s
+    assert out["recovery_slow"] == 1
+    assert out["recovery_p99_s"] == 10.0  # its bin (9) has 10 requests: its p99 is that one
