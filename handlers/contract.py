@@ -13,7 +13,7 @@ No `ts` import and no torch: the generator, the tests and the load tests import 
 
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, Literal, Optional, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Generic, Literal, Optional, TypeVar, Union
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -22,6 +22,13 @@ from request_error import RequestError
 T = TypeVar("T")
 
 # --- shared pieces -----------------------------------------------------------------------------
+
+
+def one_of(a: str, b: str) -> dict[str, Any]:
+    """JSON Schema for "send `a` or `b`, not both": a Struct's `schema_extra` (the handler's
+    parse enforces it; the generated schemas state it)."""
+    return {"anyOf": [{"required": [a]}, {"required": [b]}], "not": {"required": [a, b]}}
+
 
 Rows = Annotated[list[list[float]], Meta(description="N rows of numbers, one row per node")]
 EdgeIndex = Annotated[
@@ -78,6 +85,8 @@ class NodeRequest(Struct, kw_only=True):
     edge_index: EdgeIndex
     nodes: Optional[NodeIds] = None
 
+    schema_extra: ClassVar[dict[str, Any]] = one_of("x", "x_sparse")
+
 
 class NodePrediction(Struct):
     """One requested node's class."""
@@ -111,6 +120,8 @@ class GraphRequest(Struct, kw_only=True):
         ]
     ] = None
 
+    schema_extra: ClassVar[dict[str, Any]] = one_of("x", "atoms")
+
 
 class ClassResponse(Struct):
     """The class of a whole input and the probability of every class."""
@@ -129,6 +140,9 @@ class MoleculeRequest(Struct, kw_only=True):
     atoms: Optional[Annotated[list[str], Meta(description="N element symbols")]] = None
     pos: Optional[Annotated[list[Vec3], Meta(description="N positions [x, y, z] in Å")]] = None
     forces: Optional[Annotated[bool, Meta(description="also return -dE/dpos")]] = None
+
+    # pos is optional to the type only so that its absence gets the handler's own message.
+    schema_extra: ClassVar[dict[str, Any]] = {**one_of("z", "atoms"), "required": ["pos"]}
 
 
 class MoleculeResponse(Struct, kw_only=True, omit_defaults=True):
@@ -179,6 +193,10 @@ class ImageRequest(Struct, kw_only=True):
     image: Optional[Base64] = None
     image_bytes: Optional[Base64] = None
     topk: Optional[TopK] = None
+
+    schema_extra: ClassVar[dict[str, Any]] = {
+        "anyOf": [{"required": [f]} for f in ("b64", "image", "image_bytes")]
+    }
 
 
 class ImageParameters(Struct, kw_only=True):

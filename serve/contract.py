@@ -19,6 +19,7 @@ from serve.config import ROOT
 from train.core.registry import served_models, spec
 
 sys.path.insert(0, str(ROOT / "handlers"))
+import contract  # noqa: E402
 from contract import FAMILIES, Error, Family, Predictions  # noqa: E402
 
 SCHEMAS = ROOT / "docs" / "schemas"
@@ -37,10 +38,17 @@ def answers(family: Family) -> list[Any]:
     return [family.response, Predictions[family.response]]  # type: ignore[name-defined]
 
 
+def amended(defs: dict[str, Any]) -> dict[str, Any]:
+    """The definitions with each Struct's `schema_extra` (what its types cannot say) merged in."""
+    for name, definition in defs.items():
+        definition.update(getattr(getattr(contract, name, None), "schema_extra", {}))
+    return defs
+
+
 def schema(title: str, types: list[Any]) -> dict[str, Any]:
     """A standalone JSON Schema accepting any of `types`, with its definitions inline."""
     refs, defs = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
-    return {"$schema": DRAFT, "title": title, "anyOf": refs, "$defs": defs}
+    return {"$schema": DRAFT, "title": title, "anyOf": refs, "$defs": amended(defs)}
 
 
 def schemas() -> dict[Path, dict[str, Any]]:
@@ -139,7 +147,7 @@ def components(models_: list[Model]) -> dict[str, Any]:
     for _, family in models_:
         types += [family.request, family.envelope, *answers(family)]
     _, defs = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
-    return dict(sorted(defs.items()))
+    return dict(sorted(amended(defs).items()))
 
 
 def openapi() -> dict[str, Any]:
