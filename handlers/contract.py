@@ -8,7 +8,7 @@ too close, sizes against the model-config limits, which are 413s) the request he
 on tensors afterwards. `python -m serve.contract` writes the JSON Schemas (docs/schemas/) and
 the OpenAPI document (docs/openapi.json) from these same classes.
 
-No `ts` import and no torch: the generator, the tests and the load tests import it as is.
+No `ts` import and no torch: the generator (serve/contract.py) and the tests import it alone.
 """
 
 import re
