@@ -23,7 +23,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
-        chaos overload soak fuzz
+        chaos overload soak fuzz contract bench-parse
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -171,6 +171,12 @@ FUZZ_REQUESTS ?= 10000
 FUZZ_ARGS ?=
 fuzz: venv java archive examples ## Generated malformed requests (10,000) against a real torchserve; writes benchmarks/results/fuzz.json
 	$(PY) -m fuzz --requests $(FUZZ_REQUESTS) $(FUZZ_ARGS)
+
+contract: venv ## Regenerate docs/schemas/ and docs/openapi.json from handlers/contract.py
+	$(PY) -m serve.contract
+
+bench-parse: venv archive examples ## Request parse time per model (the example in its .mar); writes benchmarks/results/parse-after.json
+	$(PY) -m benchmarks.parse
 
 lint: venv ## ruff lint and format check, mypy on handlers/, serve/ and online/
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contract import GraphRequest, validate
 from graph_request import Graph, dense_features, disjoint_union, edge_index_tensor, probabilities
 from json_batch_handler import JsonBatchHandler, RequestError
 
@@ -38,24 +39,23 @@ class GraphClassifierHandler(JsonBatchHandler):
 
     def parse(self, payload: dict[str, Any]) -> Graph:
         """Builds the molecule graph: one-hot x and edge_index, from `x` or `atoms`."""
+        req = validate(payload, GraphRequest)
         atom_table = self.meta["atom_labels"]
         max_nodes = self.config["max_nodes"]
-        if "x" in payload and "atoms" in payload:
+        if req.x is not None and req.atoms is not None:
             raise RequestError("x", "send either one-hot `x` or `atoms`, not both")
-        if "x" in payload:
-            x = dense_features(payload["x"], len(atom_table), max_nodes)
+        if req.x is not None:
+            x = dense_features(req.x, len(atom_table), max_nodes)
             if not bool(((x == 0) | (x == 1)).all() and (x.sum(-1) == 1).all()):
                 row = int(((x.sum(-1) != 1) | ((x != 0) & (x != 1)).any(-1)).nonzero()[0])
                 raise RequestError("x", f"x[{row}] is not one-hot over {len(atom_table)} atoms")
-        elif "atoms" in payload:
-            x = self._one_hot_atoms(payload["atoms"], atom_table, max_nodes)
+        elif req.atoms is not None:
+            x = self._one_hot_atoms(req.atoms, atom_table, max_nodes)
         else:
             raise RequestError("x", "missing: send one-hot `x` or `atoms` symbols")
-        edge_index = edge_index_tensor(
-            payload.get("edge_index"), x.size(0), self.config["max_edges"]
-        )
-        if payload.get("edge_labels") is not None:
-            self._check_edge_labels(payload["edge_labels"], edge_index.size(1))
+        edge_index = edge_index_tensor(req.edge_index, x.size(0), self.config["max_edges"])
+        if req.edge_labels is not None:
+            self._check_edge_labels(req.edge_labels, edge_index.size(1))
         return Graph(x, edge_index)
 
     @staticmethod

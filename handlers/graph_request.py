@@ -1,6 +1,6 @@
 """Validation of graph JSON (features, edge_index, node ids) into tensors, with precise errors."""
 
-import math
+from itertools import chain
 from typing import Any, NamedTuple, Optional
 
 import torch
@@ -57,64 +57,83 @@ def dense_features(value: Any, feature_dim: int, max_nodes: int, field: str = "x
     return x
 
 
+def _long(value: list[int], field: str, where: Any, bound: str) -> Tensor:
+    """A list of JSON integers as a long tensor; one beyond 64 bits is out of range, named."""
+    try:
+        return torch.tensor(value, dtype=torch.long)
+    except (RuntimeError, ValueError, OverflowError):
+        j = next(j for j, v in enumerate(value) if abs(v) >= 2**63)
+        raise RequestError(
+            field, f"{field}{where(j)} = {str(value[j])[:24]} is out of range for {bound}"
+        ) from None
+
+
+def _row_col(counts: Tensor, flat: int) -> tuple[int, int]:
+    """Position `flat` of the concatenated rows as (row, column), rows of `counts` values."""
+    ends = torch.cumsum(counts, 0)
+    i = int(torch.searchsorted(ends, flat, right=True))
+    return i, flat - int(ends[i] - counts[i])
+
+
 def sparse_features(
-    indices: Any, values: Any, feature_dim: int, max_nodes: int, field: str = "x_sparse"
+    indices: list[list[int]],
+    values: Optional[list[list[float]]],
+    feature_dim: int,
+    max_nodes: int,
+    field: str = "x_sparse",
 ) -> Tensor:
-    """Parses per-node lists of non-zero feature indices (and optional values) into (N, F)."""
-    if not isinstance(indices, list):
-        raise RequestError(field, f"must be a list of index lists, got {type(indices).__name__}")
+    """Per-node lists of non-zero feature indices (and optional values) into (N, F).
+
+    The types are the contract's (contract.NodeRequest); the ranges are checked here, on the
+    concatenated tensors, without a Python loop over the values.
+    """
     n = len(indices)
     if n == 0:
         raise RequestError(field, "the graph is empty: at least one node is required")
     if n > max_nodes:
         raise RequestError(field, f"{n} nodes exceeds the limit of {max_nodes}", 413)
-    if values is not None and (not isinstance(values, list) or len(values) != n):
-        raise RequestError("x_values", f"must be a list with one value list per node ({n})")
-    rows, cols, vals = [], [], []
-    for i, idx in enumerate(indices):
-        if not isinstance(idx, list):
-            raise RequestError(field, f"{field}[{i}] must be a list of feature indices")
-        for j, c in enumerate(idx):
-            if isinstance(c, bool) or not isinstance(c, int):
-                raise RequestError(field, f"{field}[{i}][{j}] = {c!r} is not an integer")
-            if not 0 <= c < feature_dim:
-                raise RequestError(
-                    field, f"{field}[{i}][{j}] = {c} is out of range for {feature_dim} features"
-                )
-        rows.extend([i] * len(idx))
-        cols.extend(idx)
-        if values is not None:
-            v = values[i]
-            if not isinstance(v, list) or len(v) != len(idx):
-                raise RequestError(
-                    "x_values",
-                    f"x_values[{i}] must have {len(idx)} numbers, one per index in {field}[{i}]",
-                )
-            for j, a in enumerate(v):
-                if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a):
-                    raise RequestError(
-                        "x_values", f"x_values[{i}][{j}] = {a!r} is not a finite number"
-                    )
-            vals.extend(v)
+    counts = torch.tensor([len(r) for r in indices], dtype=torch.long)
+    flat = list(chain.from_iterable(indices))
+
+    def at(j: int) -> str:
+        return "[{}][{}]".format(*_row_col(counts, j))
+
+    cols = _long(flat, field, at, f"{feature_dim} features")
+    bad = ((cols < 0) | (cols >= feature_dim)).nonzero()
+    if len(bad):
+        j = int(bad[0])
+        raise RequestError(
+            field, f"{field}{at(j)} = {int(cols[j])} is out of range for {feature_dim} features"
+        )
+    src: Any = 1.0
+    if values is not None:
+        if len(values) != n:
+            raise RequestError("x_values", f"must be a list with one value list per node ({n})")
+        lengths = torch.tensor([len(v) for v in values], dtype=torch.long)
+        if not torch.equal(lengths, counts):
+            i = int((lengths != counts).nonzero()[0])
+            raise RequestError(
+                "x_values",
+                f"x_values[{i}] must have {int(counts[i])} numbers, one per index in {field}[{i}]",
+            )
+        src = torch.tensor(list(chain.from_iterable(values)), dtype=torch.float32)
+        nonfinite = (~torch.isfinite(src)).nonzero()
+        if len(nonfinite):
+            j = int(nonfinite[0])
+            raise RequestError(
+                "x_values", f"x_values{at(j)} = {float(src[j])} is not a finite number"
+            )
     x = torch.zeros(n, feature_dim)
-    if rows:
-        src = torch.tensor(vals, dtype=torch.float32) if values is not None else 1.0
-        x[torch.tensor(rows), torch.tensor(cols)] = src
+    if len(cols):
+        x[torch.repeat_interleave(torch.arange(n), counts), cols] = src
     return x
 
 
 def edge_index_tensor(
-    value: Any, num_nodes: int, max_edges: int, field: str = "edge_index"
+    value: list[list[int]], num_nodes: int, max_edges: int, field: str = "edge_index"
 ) -> Tensor:
-    """Parses `[[src...], [dst...]]` into a long (2, E) tensor checked against num_nodes."""
-    if value is None:
-        raise RequestError(field, "is required: [[source ids], [target ids]]")
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(isinstance(r, list) for r in value)
-    ):
-        raise RequestError(field, "must be two lists: [[source ids], [target ids]]")
+    """`[[src...], [dst...]]` (two lists of ints: the contract's) into a long (2, E) tensor
+    checked against num_nodes."""
     if len(value[0]) != len(value[1]):
         raise RequestError(
             field, f"ragged rows: {len(value[0])} sources but {len(value[1])} targets"
@@ -123,43 +142,32 @@ def edge_index_tensor(
         raise RequestError(field, f"{len(value[0])} edges exceeds the limit of {max_edges}", 413)
     if len(value[0]) == 0:
         return torch.empty(2, 0, dtype=torch.long)
-    for r, row in enumerate(value):
-        for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise RequestError(field, f"{field}[{r}][{j}] = {v!r} is not an integer")
-    try:
-        ei = torch.tensor(value, dtype=torch.long)
-    except (
-        RuntimeError,
-        ValueError,
-        OverflowError,
-    ):  # an id beyond 64 bits: find it for the message
-        r, j = next((r, j) for r in (0, 1) for j, v in enumerate(value[r]) if abs(v) >= 2**63)
-        raise RequestError(
-            field,
-            f"{field}[{r}][{j}] = {str(value[r][j])[:24]} is out of range for {num_nodes} nodes",
-        ) from None
+    bound = f"{num_nodes} nodes"
+    ei = torch.stack(
+        [_long(row, field, lambda j, r=r: f"[{r}][{j}]", bound) for r, row in enumerate(value)]
+    )
     bad = ((ei < 0) | (ei >= num_nodes)).nonzero()
     if len(bad):
         r, j = int(bad[0][0]), int(bad[0][1])
         raise RequestError(
-            field, f"{field}[{r}][{j}] = {int(ei[r, j])} is out of range for {num_nodes} nodes"
+            field, f"{field}[{r}][{j}] = {int(ei[r, j])} is out of range for {bound}"
         )
     return ei
 
 
-def node_ids(value: Any, num_nodes: int, field: str = "nodes") -> Optional[Tensor]:
-    """Parses the optional list of node ids to return; None means every node."""
+def node_ids(value: Optional[list[int]], num_nodes: int, field: str = "nodes") -> Optional[Tensor]:
+    """The optional node ids to return (a non-empty list of ints: the contract's); None means
+    every node."""
     if value is None:
         return None
-    if not isinstance(value, list) or not value:
-        raise RequestError(field, "must be a non-empty list of node ids")
-    for j, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise RequestError(field, f"{field}[{j}] = {v!r} is not an integer")
-        if not 0 <= v < num_nodes:
-            raise RequestError(field, f"{field}[{j}] = {v} is out of range for {num_nodes} nodes")
-    return torch.tensor(value, dtype=torch.long)
+    ids = _long(value, field, lambda j: f"[{j}]", f"{num_nodes} nodes")
+    bad = ((ids < 0) | (ids >= num_nodes)).nonzero()
+    if len(bad):
+        j = int(bad[0])
+        raise RequestError(
+            field, f"{field}[{j}] = {int(ids[j])} is out of range for {num_nodes} nodes"
+        )
+    return ids
 
 
 class Graph(NamedTuple):

@@ -20,6 +20,7 @@ import torch
 from image_request import ImageItem, b64_bytes, decode_image, topk_value
 from torch import Tensor
 
+from contract import B64, ImageEnvelopeParameters, ImageRequest, validate
 from json_batch_handler import Instances, JsonBatchHandler, RequestError
 
 FILE_FIELDS = ("data", "file", "image", "body")
@@ -84,20 +85,24 @@ class ImageClassifierHandler(JsonBatchHandler):
     def parse_json(self, payload: dict[str, Any]) -> Any:
         """As the base, plus the envelope's `parameters.topk` as the instances' default k."""
         items = super().parse_json(payload)
-        params = payload.get("parameters")
-        if isinstance(items, Instances) and isinstance(params, dict) and "topk" in params:
-            k = topk_value(params["topk"], len(self.labels), "parameters.topk")
-            for it in items:
-                it.k = it.k or k
+        if isinstance(items, Instances) and "parameters" in payload:
+            params = validate(payload, ImageEnvelopeParameters).parameters
+            if params is not None and params.topk is not None:
+                k = topk_value(params.topk, len(self.labels), "parameters.topk")
+                for it in items:
+                    it.k = it.k or k
         return items
 
     def parse(self, payload: dict[str, Any]) -> ImageItem:
         """`{"b64": ...}` (or TF Serving's `{"image_bytes": {"b64": ...}}`) and optional topk."""
-        field = next((f for f in JSON_IMAGE_FIELDS if f in payload), None)
+        req = validate(payload, ImageRequest)
+        field = next((f for f in JSON_IMAGE_FIELDS if getattr(req, f) is not None), None)
         if field is None:
             raise RequestError("b64", 'missing: send {"b64": "<base64-encoded image>"}')
-        data = b64_bytes(payload[field], self.config["max_body_bytes"], field)
-        k = topk_value(payload["topk"], len(self.labels)) if "topk" in payload else None
+        value = getattr(req, field)
+        value = value.b64 if isinstance(value, B64) else value
+        data = b64_bytes(value, self.config["max_body_bytes"], field)
+        k = topk_value(req.topk, len(self.labels)) if req.topk is not None else None
         return ImageItem(self._decode(data, field), k)
 
     def _form_file(self, row: dict) -> tuple[str, bytes | bytearray]:

@@ -12,6 +12,8 @@ Bodies are parsed here, strictly, never by TorchServe's worker (see `initialize`
 import json
 import logging
 import os
+import re
+import sys
 from typing import Any
 
 import torch
@@ -73,14 +75,28 @@ def loads(text: str) -> Any:
     nesting (named here). NaN, Infinity and 1e999 parse to floats, and every numeric field
     refuses non-finite values with its own name; integers beyond 64 bits likewise.
     """
+    # The interpreter's own limit on integer strings (4,300 digits unless PYTHONINTMAXSTRDIGITS
+    # says otherwise) refuses a longer integer inside the C scanner; `_integer`, a Python call for
+    # every integer (most of the parse time of Cora's example), is needed only where the limit
+    # was lifted or raised.
+    hook = None if 0 < sys.get_int_max_str_digits() <= MAX_INT_DIGITS else _integer
     try:
-        return json.loads(text, parse_int=_integer, object_pairs_hook=_unique_keys)
+        return json.loads(text, parse_int=hook, object_pairs_hook=_unique_keys)
+    except RequestError:
+        raise
     except json.JSONDecodeError as e:
         raise RequestError(
             "body", f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
     except RecursionError:
         raise RequestError("body", "JSON nested too deeply (more than about 900 levels)") from None
+    except ValueError as e:
+        digits = re.search(r"value has (\d+) digits", str(e))
+        if digits is None:
+            raise
+        raise RequestError(
+            "body", f"an integer of {digits[1]} digits is longer than any field takes"
+        ) from None
 
 
 def to_device(obj: Any, device: torch.device | str) -> Any:

@@ -9,6 +9,8 @@ import torch
 from request_error import RequestError
 from torch import Tensor
 
+from contract import MoleculeRequest, validate
+
 # Symbols by atomic number, for messages and for reading XYZ files whatever the model knows.
 PERIODIC = (
     "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se "
@@ -63,21 +65,24 @@ def _count(n: int, field: str, limits: Limits) -> None:
         raise RequestError(field, f"{n} atoms exceeds the limit of {limits.max_atoms}", 413)
 
 
-def atomic_numbers(value: Any, limits: Limits) -> Tensor:
-    """`z`: a list of atomic numbers of elements the model was trained on."""
-    if not isinstance(value, list):
-        raise RequestError("z", f"must be a list of atomic numbers, got {type(value).__name__}")
+def atomic_numbers(value: list[int], limits: Limits) -> Tensor:
+    """`z` (ints: the contract's): atomic numbers of elements the model was trained on."""
     _count(len(value), "z", limits)
-    known = set(limits.elements.values())
-    for j, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise RequestError("z", f"z[{j}] = {v!r} is not an integer atomic number")
-        if v not in known:
-            name = f" ({PERIODIC[v - 1]})" if 1 <= v <= len(PERIODIC) else ""
-            raise RequestError(
-                "z", f"z[{j}] = {v}{name} is not an element this model knows: {_known(limits)}"
-            )
-    return torch.tensor(value, dtype=torch.long)
+    known = torch.tensor(sorted(set(limits.elements.values())), dtype=torch.long)
+    try:
+        z = torch.tensor(value, dtype=torch.long)
+    except (RuntimeError, ValueError, OverflowError):  # beyond 64 bits: no element
+        z = torch.tensor([v if abs(v) < 2**63 else -1 for v in value], dtype=torch.long)
+    unknown = (~torch.isin(z, known)).nonzero()
+    if len(unknown):
+        j = int(unknown[0])
+        v = value[j]
+        name = f" ({PERIODIC[v - 1]})" if 1 <= v <= len(PERIODIC) else ""
+        raise RequestError(
+            "z",
+            f"z[{j}] = {str(v)[:24]}{name} is not an element this model knows: {_known(limits)}",
+        )
+    return z
 
 
 def symbols(value: Any, limits: Limits, field: str = "atoms") -> Tensor:
@@ -96,27 +101,24 @@ def symbols(value: Any, limits: Limits, field: str = "atoms") -> Tensor:
     return torch.tensor(z, dtype=torch.long)
 
 
-def positions(value: Any, n: int, atoms_field: str, limits: Limits) -> Tensor:
-    """`pos`: n rows of [x, y, z] in Å, finite, bounded, and no two atoms implausibly close."""
-    if not isinstance(value, list):
-        raise RequestError("pos", f"must be a list of [x, y, z] rows, got {type(value).__name__}")
+def positions(value: list[list[float]], n: int, atoms_field: str, limits: Limits) -> Tensor:
+    """`pos`: n rows of [x, y, z] in Å (rows of 3 numbers: the contract's), finite, bounded,
+    and no two atoms implausibly close."""
     if len(value) != n:
         raise RequestError(
             "pos", f"has {len(value)} rows but {atoms_field} has {n} atoms: they must match"
         )
-    for i, row in enumerate(value):
-        if not isinstance(row, list) or len(row) != 3:
-            raise RequestError("pos", f"pos[{i}] must be a list of 3 coordinates [x, y, z] in Å")
-        for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise RequestError("pos", f"pos[{i}][{j}] = {v!r} is not a number")
-            if not math.isfinite(v):
-                raise RequestError("pos", f"pos[{i}][{j}] = {v} is not finite")
-            if abs(v) > limits.max_abs_coordinate:
-                raise RequestError(
-                    "pos", f"pos[{i}][{j}] = {v} is beyond ±{limits.max_abs_coordinate} Å"
-                )
-    pos = torch.tensor(value, dtype=torch.float64)
+    pos = torch.tensor(value, dtype=torch.float64)  # (N, 3)
+    nonfinite = (~torch.isfinite(pos)).nonzero()
+    if len(nonfinite):
+        i, j = (int(v) for v in nonfinite[0])
+        raise RequestError("pos", f"pos[{i}][{j}] = {float(pos[i, j])} is not finite")
+    far = (pos.abs() > limits.max_abs_coordinate).nonzero()
+    if len(far):
+        i, j = (int(v) for v in far[0])
+        raise RequestError(
+            "pos", f"pos[{i}][{j}] = {float(pos[i, j])} is beyond ±{limits.max_abs_coordinate} Å"
+        )
     check_distances(pos, limits.min_distance)
     return pos.to(torch.float32)
 
@@ -150,18 +152,19 @@ def flag(value: Any, field: str = "forces") -> bool:
 
 def from_json(payload: dict[str, Any], limits: Limits) -> Molecule:
     """`{"z" | "atoms": [...], "pos": [[x, y, z], ...], "forces": false}` to a Molecule."""
-    if "z" in payload and "atoms" in payload:
+    req = validate(payload, MoleculeRequest)
+    if req.z is not None and req.atoms is not None:
         raise RequestError("z", "send either `z` (atomic numbers) or `atoms` (symbols), not both")
-    if "z" in payload:
-        field, z = "z", atomic_numbers(payload["z"], limits)
-    elif "atoms" in payload:
-        field, z = "atoms", symbols(payload["atoms"], limits)
+    if req.z is not None:
+        field, z = "z", atomic_numbers(req.z, limits)
+    elif req.atoms is not None:
+        field, z = "atoms", symbols(req.atoms, limits)
     else:
         raise RequestError("z", "missing: send `z` (atomic numbers) or `atoms` (symbols)")
-    if "pos" not in payload:
+    if req.pos is None:
         raise RequestError("pos", "missing: send `pos`, one [x, y, z] in Å per atom")
-    pos = positions(payload["pos"], len(z), field, limits)
-    return Molecule(z, pos, flag(payload.get("forces")))
+    pos = positions(req.pos, len(z), field, limits)
+    return Molecule(z, pos, bool(req.forces))
 
 
 def from_xyz(text: str, limits: Limits) -> Molecule:

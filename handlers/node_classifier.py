@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from contract import NodeRequest, validate
 from graph_request import (
     Graph,
     dense_features,
@@ -46,19 +47,18 @@ class NodeClassifierHandler(JsonBatchHandler):
 
     def parse(self, payload: dict[str, Any]) -> tuple[Graph, Any]:
         """Builds the graph (normalised x, edge_index) and the node ids to return."""
+        req = validate(payload, NodeRequest)
         dim, max_nodes = self.meta["feature_dim"], self.config["max_nodes"]
-        if "x" in payload and "x_sparse" in payload:
+        if req.x is not None and req.x_sparse is not None:
             raise RequestError("x", "send either dense `x` or sparse `x_sparse`, not both")
-        if "x" in payload:
-            x = dense_features(payload["x"], dim, max_nodes)
-        elif "x_sparse" in payload:
-            x = sparse_features(payload["x_sparse"], payload.get("x_values"), dim, max_nodes)
+        if req.x is not None:
+            x = dense_features(req.x, dim, max_nodes)
+        elif req.x_sparse is not None:
+            x = sparse_features(req.x_sparse, req.x_values, dim, max_nodes)
         else:
             raise RequestError("x", "missing: send dense `x` or sparse `x_sparse` node features")
-        edge_index = edge_index_tensor(
-            payload.get("edge_index"), x.size(0), self.config["max_edges"]
-        )
-        nodes = node_ids(payload.get("nodes"), x.size(0))
+        edge_index = edge_index_tensor(req.edge_index, x.size(0), self.config["max_edges"])
+        nodes = node_ids(req.nodes, x.size(0))
         x = normalize_features(x, self.meta["normalize"])
         return Graph(x, edge_index), nodes
 

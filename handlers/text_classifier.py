@@ -20,6 +20,7 @@ from text_request import clean_text, head_tail
 from torch import Tensor
 from transformers import AutoTokenizer
 
+from contract import TextRequest, validate
 from json_batch_handler import JsonBatchHandler, RequestError
 
 
@@ -82,12 +83,7 @@ class TextClassifierHandler(JsonBatchHandler):
 
     def parse(self, payload: dict[str, Any]) -> str:
         """`{"text": "..."}` to the cleaned review."""
-        if "text" not in payload:
-            raise RequestError("text", 'missing: send {"text": "..."}')
-        text = payload["text"]
-        if not isinstance(text, str):
-            raise RequestError("text", f"must be a string, got {type(text).__name__}")
-        return self.parse_text(text, "text")
+        return self.parse_text(validate(payload, TextRequest).text, "text")
 
     def parse_text(self, text: str, field: str = "body") -> str:
         """Checks size and Unicode, applies the training-time cleaning; empty is an error."""

@@ -10,11 +10,29 @@ from pathlib import Path
 import pytest
 
 from serve.archive import build_mar
-from serve.server import model_names, start
+from serve.server import Server, model_names, start
 from tests.conftest import GRAPH_MODELS, mirror, tiny_cfg
+from tests.schemas import check_response
 from train.core.registry import specs
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session", autouse=True)
+def answers_follow_the_contract():
+    """Every answer of `Server.predict` in the e2e tests is checked against the model's
+    generated schema (tests/schemas.py): a wrong shape fails the test that received it."""
+    real = Server.predict
+
+    def predict(self, name, *args, **kwargs):
+        status, body, headers = real(self, name, *args, **kwargs)
+        check_response(name, status, body)
+        return status, body, headers
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(Server, "predict", predict)
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

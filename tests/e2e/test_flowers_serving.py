@@ -18,6 +18,7 @@ from PIL import Image
 from serve.archive import build_mar
 from serve.client import http, token
 from serve.server import start
+from tests.schemas import check_response
 from train.flowers.data import ImageSet, decode_image
 
 pytestmark = pytest.mark.e2e
@@ -49,9 +50,11 @@ def post(server, name: str, body: bytes, ctype: str, path: str = "", **headers):
         req.add_header(key, value)
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
+            status, answer, got = resp.status, json.loads(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read()), dict(e.headers)
+        status, answer, got = e.code, json.loads(e.read()), dict(e.headers)
+    check_response(name, status, answer)  # the generated schema of the model's answers
+    return status, answer, got
 
 
 def multipart(**fields: bytes) -> tuple[bytes, str]:
@@ -140,7 +143,7 @@ def test_vertex_envelope_and_topk_everywhere(flowers):
     )
     # TorchServe forwards query parameters on /invocations (not on /predictions).
     path = "/invocations?model_name=flowers_vit&topk=5"
-    status, body, _ = post(server, "", a, "image/jpeg", path=path)
+    status, body, _ = post(server, "flowers_vit", a, "image/jpeg", path=path)
     assert status == 200, body
     assert_matches(body, pa, labels, 5)
 
