@@ -34,7 +34,7 @@ def test_status_of_a_server_that_is_not_up(tmp_path, capsys):
         "inference_address=http://127.0.0.1:9\nmanagement_address=http://127.0.0.1:9\n"
         "metrics_address=http://127.0.0.1:9\n"
     )
-    assert cli.status(config) == 1
+    assert cli.status(config, tmp_path) == 1
     assert "not running" in capsys.readouterr().out
 
 
