@@ -14,6 +14,7 @@ import logging
 import os
 from typing import Any
 
+import oip_v2
 import torch
 from request_error import RequestError
 from ts.torch_handler.base_handler import BaseHandler
@@ -84,6 +85,14 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
 class Instances(list):
     """The items of one Vertex AI style request, `{"instances": [...]}`, answered as one
     `{"predictions": [...]}`. `parse_request` returns it instead of a single item."""
+
+
+class V2Request(Instances):
+    """The one item of an Open Inference Protocol v2 request, answered as v2 outputs."""
+
+    def __init__(self, item: Any, call: oip_v2.Call) -> None:
+        super().__init__([item])
+        self.call = call
 
 
 class JsonBatchHandler(BaseHandler):
@@ -201,6 +210,10 @@ class JsonBatchHandler(BaseHandler):
         """One request to a model-ready item (or Instances), read as its Content-Type says."""
         ctype = self.content_type(idx)
         reader = self.bodies.get(ctype) or self.bodies.get(ctype.split("/")[0] + "/*")
+        if oip_v2.is_binary(self.header(idx, oip_v2.HEADER)):
+            reader = "read_v2_binary"
+        elif ctype == "" and oip_v2.looks_like_json(self.body(row)):
+            reader = "read_json"  # tritonclient sends v2 JSON without a Content-Type
         if reader is None:
             *others, last = [t for t in self.bodies if t]
             names = f"{', '.join(others)} or {last}" if others else last
@@ -213,11 +226,28 @@ class JsonBatchHandler(BaseHandler):
         """Reader of application/json bodies: `parse` for the object or each of its instances."""
         return self.parse_json(self.read_payload(row))
 
+    def read_v2_binary(self, row: dict, idx: int) -> V2Request:
+        """Reader of v2 binary-extension bodies: JSON header, then the tensors' raw bytes."""
+        head, raw = oip_v2.split_binary(
+            self.body(row), self.header(idx, oip_v2.HEADER) or "", self.config["max_body_bytes"]
+        )
+        return self.parse_v2(head, raw)
+
+    def parse_v2(self, body: dict[str, Any], raw: bytes = b"") -> V2Request:
+        """A v2 request (oip_v2) decoded to the native payload, then `parse` as any other."""
+        call = oip_v2.decode(oip_v2.kind_for(self), body, self.meta, raw)
+        try:
+            return V2Request(self.parse(call.payload), call)
+        except RequestError as e:
+            raise oip_v2.native_field(e) from None
+
     def amend(self, items: list[Any], row: dict, idx: int) -> None:
         """Applies request-level options (a header, a form field) to the request's items."""
 
     def parse_json(self, payload: dict[str, Any]) -> Any:
         """`parse` for one object, or for each of `{"instances": [...]}` (Vertex AI envelope)."""
+        if "inputs" in payload:
+            return self.parse_v2(payload)
         if "instances" not in payload:
             return self.parse(payload)
         instances = payload["instances"]
@@ -356,13 +386,28 @@ class JsonBatchHandler(BaseHandler):
         batch["good"] = [g for g in batch["good"] if g[0] not in gone]
         batch["outputs"] = []
 
+    def v2_response(self, result: Any, call: oip_v2.Call) -> dict[str, Any]:
+        """One request's native answer as a v2 response object."""
+        model = getattr(self.context, "manifest", None) or {}
+        model = model.get("model") or {}
+        return oip_v2.encode(
+            oip_v2.kind_for(self),
+            result,
+            call,
+            list(self.meta.get("labels") or []),
+            str(model.get("modelName", "")),
+            str(model.get("modelVersion", "")),
+        )
+
     def postprocess(self, batch: dict[str, Any]) -> list[str]:
         """Returns one JSON string per request, in order, and sets each request's status."""
         responses: list[str] = [""] * batch["size"]
         outputs = iter(batch["outputs"])
         for idx, item in batch["good"]:
-            if isinstance(item, Instances):
-                out: Any = {"predictions": [next(outputs) for _ in item]}
+            if isinstance(item, V2Request):
+                out: Any = self.v2_response(next(outputs), item.call)
+            elif isinstance(item, Instances):
+                out = {"predictions": [next(outputs) for _ in item]}
             else:
                 out = next(outputs)
             responses[idx] = json.dumps(out)
