@@ -223,8 +223,14 @@ class JsonBatchHandler(BaseHandler):
         return item
 
     def read_json(self, row: dict, idx: int) -> Any:
-        """Reader of application/json bodies: `parse` for the object or each of its instances."""
-        return self.parse_json(self.read_payload(row))
+        """Reader of application/json bodies: `parse` for the object or each of its instances,
+        or a v2 request (`inputs`)."""
+        payload = self.read_payload(row)
+        if "inputs" in payload:
+            # TorchServe's gRPC OIP service sends a job without HTTP headers, and its BYTES in
+            # base64; a REST request always has a Host header.
+            return self.parse_v2(payload, base64_bytes=self.header(idx, "Host") is None)
+        return self.parse_json(payload)
 
     def read_v2_binary(self, row: dict, idx: int) -> V2Request:
         """Reader of v2 binary-extension bodies: JSON header, then the tensors' raw bytes."""
@@ -233,9 +239,11 @@ class JsonBatchHandler(BaseHandler):
         )
         return self.parse_v2(head, raw)
 
-    def parse_v2(self, body: dict[str, Any], raw: bytes = b"") -> V2Request:
+    def parse_v2(
+        self, body: dict[str, Any], raw: bytes = b"", base64_bytes: bool = False
+    ) -> V2Request:
         """A v2 request (oip_v2) decoded to the native payload, then `parse` as any other."""
-        call = oip_v2.decode(oip_v2.kind_for(self), body, self.meta, raw)
+        call = oip_v2.decode(oip_v2.kind_for(self), body, self.meta, raw, base64_bytes)
         try:
             return V2Request(self.parse(call.payload), call)
         except RequestError as e:
@@ -246,8 +254,6 @@ class JsonBatchHandler(BaseHandler):
 
     def parse_json(self, payload: dict[str, Any]) -> Any:
         """`parse` for one object, or for each of `{"instances": [...]}` (Vertex AI envelope)."""
-        if "inputs" in payload:
-            return self.parse_v2(payload)
         if "instances" not in payload:
             return self.parse(payload)
         instances = payload["instances"]

@@ -186,6 +186,13 @@ def _check_elements(flat: list[Any], datatype: str, name: str) -> None:
             raise RequestError(name, f"data[{j}] = {str(v)[:24]!r} is not {datatype}")
 
 
+def _unbase64(value: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise RequestError(name, "BYTES element is not valid base64") from None
+
+
 def _from_binary(raw: bytes, datatype: str, count: int, name: str) -> list[Any]:
     if datatype == "BYTES":
         # Each element: a 4-byte little-endian length, then that many bytes.
@@ -211,9 +218,16 @@ def _from_binary(raw: bytes, datatype: str, count: int, name: str) -> list[Any]:
 
 
 def tensors(
-    body: dict[str, Any], spec: Spec, meta: dict[str, Any], raw: bytes = b""
+    body: dict[str, Any],
+    spec: Spec,
+    meta: dict[str, Any],
+    raw: bytes = b"",
+    base64_bytes: bool = False,
 ) -> dict[str, tuple[list[int], list[Any]]]:
-    """Every declared input of a v2 request: {name: (shape, row-major elements)}, checked."""
+    """Every declared input of a v2 request: {name: (shape, row-major elements)}, checked.
+
+    `base64_bytes`: BYTES elements are base64 text (TorchServe's gRPC service encodes them so).
+    """
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError("inputs", "must be a non-empty list of tensors")
@@ -261,6 +275,8 @@ def tensors(
         elif "data" in tensor:
             flat = _flatten(tensor["data"], len(shape), name)
             _check_elements(flat, want.datatype, name)
+            if base64_bytes and want.datatype == "BYTES":
+                flat = [_unbase64(v, name) for v in flat]
             if len(flat) != count:
                 raise RequestError(
                     name,
@@ -330,10 +346,16 @@ def native_payload(
     return payload
 
 
-def decode(kind: str, body: dict[str, Any], meta: dict[str, Any], raw: bytes = b"") -> Call:
+def decode(
+    kind: str,
+    body: dict[str, Any],
+    meta: dict[str, Any],
+    raw: bytes = b"",
+    base64_bytes: bool = False,
+) -> Call:
     """A v2 request body (and its binary tensor bytes) to the native payload; RequestError else."""
     spec = SPECS[kind]
-    got = tensors(body, spec, meta, raw)
+    got = tensors(body, spec, meta, raw, base64_bytes)
     call = Call(native_payload(kind, got, meta), shapes={k: v[0] for k, v in got.items()})
     if body.get("id") is not None:
         if not isinstance(body["id"], str):
