@@ -229,7 +229,10 @@ class JsonBatchHandler(BaseHandler):
         if "inputs" in payload:
             # TorchServe's gRPC OIP service sends a job without HTTP headers, and its BYTES in
             # base64; a REST request always has a Host header.
-            return self.parse_v2(payload, base64_bytes=self.header(idx, "Host") is None)
+            grpc = self.header(idx, "Host") is None
+            if grpc:
+                self.grpc_v2.add(idx)
+            return self.parse_v2(payload, base64_bytes=grpc)
         return self.parse_json(payload)
 
     def read_v2_binary(self, row: dict, idx: int) -> V2Request:
@@ -324,6 +327,7 @@ class JsonBatchHandler(BaseHandler):
         """Parses every request; keeps the good ones and the error of each bad one."""
         good: list[tuple[int, Any]] = []
         errors: dict[int, RequestError] = {}
+        self.grpc_v2: set[int] = set()  # requests of TorchServe's gRPC OIP service
         for idx, row in enumerate(data):
             try:
                 good.append((idx, self.parse_request(row, idx)))
@@ -392,18 +396,15 @@ class JsonBatchHandler(BaseHandler):
         batch["good"] = [g for g in batch["good"] if g[0] not in gone]
         batch["outputs"] = []
 
+    def model_identity(self) -> tuple[str, str]:
+        """(model name, version) from the MAR manifest."""
+        model = (getattr(self.context, "manifest", None) or {}).get("model") or {}
+        return str(model.get("modelName", "")), str(model.get("modelVersion", ""))
+
     def v2_response(self, result: Any, call: oip_v2.Call) -> dict[str, Any]:
         """One request's native answer as a v2 response object."""
-        model = getattr(self.context, "manifest", None) or {}
-        model = model.get("model") or {}
-        return oip_v2.encode(
-            oip_v2.kind_for(self),
-            result,
-            call,
-            list(self.meta.get("labels") or []),
-            str(model.get("modelName", "")),
-            str(model.get("modelVersion", "")),
-        )
+        labels = list(self.meta.get("labels") or [])
+        return oip_v2.encode(oip_v2.kind_for(self), result, call, labels, *self.model_identity())
 
     def postprocess(self, batch: dict[str, Any]) -> list[str]:
         """Returns one JSON string per request, in order, and sets each request's status."""
@@ -419,7 +420,13 @@ class JsonBatchHandler(BaseHandler):
             responses[idx] = json.dumps(out)
         for idx, err in batch["errors"].items():
             self.context.set_response_status(err.code, PHRASES.get(err.code, "Error"), idx)
-            responses[idx] = json.dumps(err.body())
+            body = err.body()
+            if idx in getattr(self, "grpc_v2", ()):
+                # TorchServe's gRPC OIP service ignores the status and reads any answer as a v2
+                # response: one without `id` makes its frontend thread raise and restart the
+                # worker. The error goes out as a v2 response with an `error` output instead.
+                body = oip_v2.grpc_error(body, self.model_identity())
+            responses[idx] = json.dumps(body)
         for idx in range(batch["size"]):
             self.context.set_response_content_type(idx, "application/json")
             # How many requests shared this forward pass: makes dynamic batching observable.

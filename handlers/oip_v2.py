@@ -447,6 +447,17 @@ def encode(
     return response
 
 
+def grpc_error(error: dict[str, Any], model: tuple[str, str]) -> dict[str, Any]:
+    """An error as TorchServe's gRPC OIP service can carry it: a v2 response whose one output,
+    `error` BYTES [1], is the JSON error (that service drops the HTTP status)."""
+    return {
+        "id": "",
+        "model_name": model[0],
+        "model_version": model[1],
+        "outputs": [_out("error", "BYTES", [1], [json.dumps(error)])],
+    }
+
+
 def metadata(kind: str, meta: dict[str, Any], model: str, version: str) -> dict[str, Any]:
     """The v2 model metadata object (GET /v2/models/{m}) from the family's declarations."""
     spec = SPECS[kind]

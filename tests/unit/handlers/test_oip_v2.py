@@ -208,7 +208,8 @@ def test_a_batch_mixing_native_v2_and_bad_v2_answers_each_alone(node_handler):
     bad = {"inputs": [t("x", "FP32", [3, 5], x[:-1]), t("edge_index", "INT64", [2, 4], ei)]}
     handler, ctx = node_handler
     bodies = [json.dumps(b).encode() for b in (native, v2, bad, {**native, "nodes": [2, 0]})]
-    (s0, nat), (s1, got), (s2, err), (s3, nat_nodes) = call(handler, ctx, bodies)
+    rest = [{**JSON, "Host": "127.0.0.1"}] * 4  # a REST request (gRPC jobs carry no headers)
+    (s0, nat), (s1, got), (s2, err), (s3, nat_nodes) = call(handler, ctx, bodies, rest)
     assert (s0, s1, s3) == (200, 200, 200)
     assert (s2, err["field"]) == (400, "x") and "data has 14 elements" in err["error"]
     assert got["id"] == "a"
@@ -242,3 +243,21 @@ def test_a_binary_v2_request_through_the_handler(node_handler):
     assert err["field"] == "edge_index" and "exceeds the 60 bytes left" in err["error"]
     labels = [p["label"] for p in nat["predictions"]]
     assert {o["name"]: o for o in got["outputs"]}["label"]["data"] == labels
+
+
+def test_grpc_bytes_arrive_base64_and_are_decoded():
+    body = {"inputs": [t("text", "BYTES", [1], [base64.b64encode("café".encode()).decode()])]}
+    call = oip_v2.decode("TextClassifierHandler", body, META, base64_bytes=True)
+    assert call.payload == {"text": "café"}
+    body = {"inputs": [t("text", "BYTES", [1], ["not base64!"])]}
+    with pytest.raises(RequestError, match="text: BYTES element is not valid base64"):
+        oip_v2.decode("TextClassifierHandler", body, META, base64_bytes=True)
+
+
+def test_a_grpc_error_is_a_v2_response_with_an_error_output():
+    err = RequestError("x", "bad").body()
+    out = oip_v2.grpc_error(err, ("cora_gcn", "1.0"))
+    assert (out["id"], out["model_name"], out["model_version"]) == ("", "cora_gcn", "1.0")
+    assert out["outputs"] == [
+        {"name": "error", "datatype": "BYTES", "shape": [1], "data": [json.dumps(err)]}
+    ]
