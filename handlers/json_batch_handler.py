@@ -141,6 +141,7 @@ class JsonBatchHandler(BaseHandler):
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         yaml_cfg = getattr(context, "model_yaml_config", None) or {}
         self.config = {**self.defaults, **(yaml_cfg.get("handler") or {})}
+        self.grpc_v2: set[int] = set()  # this batch's requests from TorchServe's gRPC OIP service
         if self.config.get("torch_threads"):
             torch.set_num_threads(int(self.config["torch_threads"]))
         super().initialize(context)
@@ -327,7 +328,7 @@ class JsonBatchHandler(BaseHandler):
         """Parses every request; keeps the good ones and the error of each bad one."""
         good: list[tuple[int, Any]] = []
         errors: dict[int, RequestError] = {}
-        self.grpc_v2: set[int] = set()  # requests of TorchServe's gRPC OIP service
+        self.grpc_v2 = set()
         for idx, row in enumerate(data):
             try:
                 good.append((idx, self.parse_request(row, idx)))
@@ -421,7 +422,7 @@ class JsonBatchHandler(BaseHandler):
         for idx, err in batch["errors"].items():
             self.context.set_response_status(err.code, PHRASES.get(err.code, "Error"), idx)
             body = err.body()
-            if idx in getattr(self, "grpc_v2", ()):
+            if idx in self.grpc_v2:
                 # TorchServe's gRPC OIP service ignores the status and reads any answer as a v2
                 # response: one without `id` makes its frontend thread raise and restart the
                 # worker. The error goes out as a v2 response with an `error` output instead.

@@ -20,7 +20,7 @@ import base64
 import json
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from request_error import RequestError
@@ -40,7 +40,6 @@ FIXED = {
     "FP32": ("f", 4),
     "FP64": ("d", 8),
 }
-DATATYPES = (*FIXED, "BYTES", "FP16", "BF16")
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,6 @@ class Call:
     payload: dict[str, Any]
     id: Optional[str] = None
     outputs: Optional[list[str]] = None
-    shapes: dict[str, list[int]] = field(default_factory=dict)
 
 
 GRAPH_IN = (
@@ -315,7 +313,7 @@ def _text(value: Any, name: str) -> str:
 
 
 def native_payload(
-    kind: str, got: dict[str, tuple[list[int], list[Any]]], meta: dict[str, Any]
+    got: dict[str, tuple[list[int], list[Any]]], meta: dict[str, Any]
 ) -> dict[str, Any]:
     """The family's native JSON request for the decoded tensors."""
     payload: dict[str, Any] = {}
@@ -356,7 +354,7 @@ def decode(
     """A v2 request body (and its binary tensor bytes) to the native payload; RequestError else."""
     spec = SPECS[kind]
     got = tensors(body, spec, meta, raw, base64_bytes)
-    call = Call(native_payload(kind, got, meta), shapes={k: v[0] for k, v in got.items()})
+    call = Call(native_payload(got, meta))
     if body.get("id") is not None:
         if not isinstance(body["id"], str):
             raise RequestError("id", f"must be a string, got {type(body['id']).__name__}")
