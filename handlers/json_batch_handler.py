@@ -16,6 +16,7 @@ import re
 import sys
 from typing import Any
 
+import oip_v2
 import torch
 from request_error import RequestError
 from ts.torch_handler.base_handler import BaseHandler
@@ -113,6 +114,14 @@ class Instances(list):
     `{"predictions": [...]}`. `parse_request` returns it instead of a single item."""
 
 
+class V2Request(Instances):
+    """The one item of an Open Inference Protocol v2 request, answered as v2 outputs."""
+
+    def __init__(self, item: Any, call: oip_v2.Call) -> None:
+        super().__init__([item])
+        self.call = call
+
+
 class JsonBatchHandler(BaseHandler):
     """Parses each request of a batch to a model input, runs one forward, answers each in order.
 
@@ -163,6 +172,7 @@ class JsonBatchHandler(BaseHandler):
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         yaml_cfg = getattr(context, "model_yaml_config", None) or {}
         self.config = {**self.defaults, **(yaml_cfg.get("handler") or {})}
+        self.grpc_v2: set[int] = set()  # this batch's requests from TorchServe's gRPC OIP service
         if self.config.get("torch_threads"):
             torch.set_num_threads(int(self.config["torch_threads"]))
         super().initialize(context)
@@ -252,6 +262,10 @@ class JsonBatchHandler(BaseHandler):
         """One request to a model-ready item (or Instances), read as its Content-Type says."""
         ctype = self.content_type(idx)
         reader = self.bodies.get(ctype) or self.bodies.get(ctype.split("/")[0] + "/*")
+        if oip_v2.is_binary(self.header(idx, oip_v2.HEADER)):
+            reader = "read_v2_binary"
+        elif ctype == "" and oip_v2.looks_like_json(self.body(row)):
+            reader = "read_json"  # tritonclient sends v2 JSON without a Content-Type
         if reader is None:
             *others, last = [t for t in self.bodies if t]
             names = f"{', '.join(others)} or {last}" if others else last
@@ -261,8 +275,34 @@ class JsonBatchHandler(BaseHandler):
         return item
 
     def read_json(self, row: dict, idx: int) -> Any:
-        """Reader of application/json bodies: `parse` for the object or each of its instances."""
-        return self.parse_json(self.read_payload(row))
+        """Reader of application/json bodies: `parse` for the object or each of its instances,
+        or a v2 request (`inputs`)."""
+        payload = self.read_payload(row)
+        if "inputs" in payload:
+            # TorchServe's gRPC OIP service sends a job without HTTP headers, and its BYTES in
+            # base64; a REST request always has a Host header.
+            grpc = self.header(idx, "Host") is None
+            if grpc:
+                self.grpc_v2.add(idx)
+            return self.parse_v2(payload, base64_bytes=grpc)
+        return self.parse_json(payload)
+
+    def read_v2_binary(self, row: dict, idx: int) -> V2Request:
+        """Reader of v2 binary-extension bodies: JSON header, then the tensors' raw bytes."""
+        head, raw = oip_v2.split_binary(
+            self.body(row), self.header(idx, oip_v2.HEADER) or "", self.config["max_body_bytes"]
+        )
+        return self.parse_v2(head, raw)
+
+    def parse_v2(
+        self, body: dict[str, Any], raw: bytes = b"", base64_bytes: bool = False
+    ) -> V2Request:
+        """A v2 request (oip_v2) decoded to the native payload, then `parse` as any other."""
+        call = oip_v2.decode(oip_v2.kind_for(self), body, self.meta, raw, base64_bytes)
+        try:
+            return V2Request(self.parse(call.payload), call)
+        except RequestError as e:
+            raise oip_v2.native_field(e) from None
 
     def amend(self, items: list[Any], row: dict, idx: int) -> None:
         """Applies request-level options (a header, a form field) to the request's items."""
@@ -339,6 +379,7 @@ class JsonBatchHandler(BaseHandler):
         """Parses every request; keeps the good ones and the error of each bad one."""
         good: list[tuple[int, Any]] = []
         errors: dict[int, RequestError] = {}
+        self.grpc_v2 = set()
         for idx, row in enumerate(data):
             try:
                 good.append((idx, self.parse_request(row, idx)))
@@ -410,19 +451,37 @@ class JsonBatchHandler(BaseHandler):
         batch["good"] = [g for g in batch["good"] if g[0] not in gone]
         batch["outputs"] = []
 
+    def model_identity(self) -> tuple[str, str]:
+        """(model name, version) from the MAR manifest."""
+        model = (getattr(self.context, "manifest", None) or {}).get("model") or {}
+        return str(model.get("modelName", "")), str(model.get("modelVersion", ""))
+
+    def v2_response(self, result: Any, call: oip_v2.Call) -> dict[str, Any]:
+        """One request's native answer as a v2 response object."""
+        labels = list(self.meta.get("labels") or [])
+        return oip_v2.encode(oip_v2.kind_for(self), result, call, labels, *self.model_identity())
+
     def postprocess(self, batch: dict[str, Any]) -> list[str]:
         """Returns one JSON string per request, in order, and sets each request's status."""
         responses: list[str] = [""] * batch["size"]
         outputs = iter(batch["outputs"])
         for idx, item in batch["good"]:
-            if isinstance(item, Instances):
-                out: Any = {"predictions": [next(outputs) for _ in item]}
+            if isinstance(item, V2Request):
+                out: Any = self.v2_response(next(outputs), item.call)
+            elif isinstance(item, Instances):
+                out = {"predictions": [next(outputs) for _ in item]}
             else:
                 out = next(outputs)
             responses[idx] = json.dumps(out)
         for idx, err in batch["errors"].items():
             self.context.set_response_status(err.code, PHRASES.get(err.code, "Error"), idx)
-            responses[idx] = json.dumps(err.body())
+            body = err.body()
+            if idx in self.grpc_v2:
+                # TorchServe's gRPC OIP service ignores the status and reads any answer as a v2
+                # response: one without `id` makes its frontend thread raise and restart the
+                # worker. The error goes out as a v2 response with an `error` output instead.
+                body = oip_v2.grpc_error(body, self.model_identity())
+            responses[idx] = json.dumps(body)
         for idx in range(batch["size"]):
             self.context.set_response_content_type(idx, "application/json")
             # How many requests shared this forward pass: makes dynamic batching observable.

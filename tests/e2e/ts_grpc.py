@@ -1,8 +1,9 @@
 """gRPC clients of the running torchserve, from the .proto files inside its own model-server.jar.
 
 The stubs are compiled at test time with grpcio-tools, so they always match the installed
-TorchServe (0.12: inference.proto on grpc_inference_port, management.proto on
-grpc_management_port); nothing generated is committed.
+TorchServe (0.12: inference.proto on grpc_inference_port, with open_inference_grpc.proto
+beside it when ts_open_inference_protocol is on, management.proto on grpc_management_port);
+nothing generated is committed.
 """
 
 import importlib
@@ -17,7 +18,7 @@ import ts
 from grpc_tools import protoc
 
 JAR = Path(ts.__file__).parent / "frontend" / "model-server.jar"
-PROTOS = ("inference.proto", "management.proto")
+PROTOS = ("inference.proto", "management.proto", "open_inference_grpc.proto")
 
 
 def compile_stubs(out: Path) -> dict[str, tuple[ModuleType, ModuleType]]:
