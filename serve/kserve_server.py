@@ -232,8 +232,6 @@ class HandlerModel(Model):
         if not v2:
             return answer
         assert isinstance(payload, InferRequest)
-        if "predictions" in answer and "instances" in body:  # pragma: no cover - v2 sends one
-            raise HandlerError(400, {"code": 400, "error": "one request per v2 call"})
         return InferResponse(
             payload.id or str(uuid.uuid4()), self.name, v2_outputs(answer), from_grpc=False
         )
