@@ -42,6 +42,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from ts.context import RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
@@ -63,6 +65,10 @@ V2_INPUTS: dict[str, tuple[tuple[str, ...], str]] = {
     "text": (("BYTES",), "text"),
     "image": (("BYTES",), "b64"),
 }
+
+
+# Bodies that TorchServe's frontend decodes into one row key per field before a worker sees them.
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 class HandlerError(InvalidInput):
@@ -161,6 +167,31 @@ def v2_outputs(answer: dict[str, Any]) -> list[InferOutput]:
     return outputs
 
 
+async def form_row(body: bytes, content_type: str) -> dict[str, Any]:
+    """A form body as TorchServe's frontend hands it to a worker: one key per field, as bytes.
+
+    KServe passes a non-JSON body through as bytes; the handlers read forms the way TorchServe
+    decodes them (multipart and urlencoded), so starlette's own parsers decode them here.
+    """
+
+    async def stream() -> Any:
+        yield body
+
+    headers = Headers({"content-type": content_type})
+    multipart = content_type.lower().startswith("multipart/")
+    parser = (MultiPartParser if multipart else FormParser)(headers, stream())
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise HandlerError(
+            400, {"code": 400, "field": "body", "error": f"body: malformed form: {e.message}"}
+        ) from None
+    row: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        row[key] = await value.read() if isinstance(value, UploadFile) else value.encode()
+    return row
+
+
 def unpack(mar: Path, into: Path) -> Path:
     """A .mar's contents in `into`/<name>/ (a .mar is a zip); a folder is used as it is."""
     if mar.is_dir():
@@ -195,15 +226,16 @@ class HandlerModel(Model):
         self.ready = True
         return self.ready
 
-    def handle(self, body: Any, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
-        """One request through the handler's `handle`: (status, JSON answer, response headers)."""
+    def handle(self, row: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any, dict]:
+        """One request (TorchServe's row: `body`, or a form's fields) through the handler's
+        `handle`: (status, JSON answer, response headers)."""
         with self._lock:
             ctx = self.service.context
             ctx.request_processor = [RequestProcessor(headers)]
             ctx.request_ids = {0: headers.get("x-request-id") or str(uuid.uuid4())}
             ctx.metrics.request_ids = ctx.request_ids
             # The entry point TsModelLoader built: the handler instance's bound `handle`.
-            (out,) = self.service._entry_point([{"body": body}], ctx)
+            (out,) = self.service._entry_point([row], ctx)
             status = ctx.get_response_status(0)[0] or 200
             return status, json.loads(out), dict(ctx.get_response_headers(0))
 
@@ -216,14 +248,17 @@ class HandlerModel(Model):
         """v1: the native body to the native answer; v2: tensors to the native request and back."""
         headers = dict(headers or {})
         v2 = isinstance(payload, InferRequest)
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if isinstance(payload, InferRequest):
-            body: Any = v2_payload(payload)
+            row: dict[str, Any] = {"body": v2_payload(payload)}
             # The handler reads the native JSON it was given, not the v2 envelope's headers.
             headers = {"content-type": "application/json"}
+        elif isinstance(payload, bytes) and ctype in FORMS:
+            row = await form_row(payload, headers["content-type"])
         else:
-            body = payload
+            row = {"body": payload}
         # The forward runs off the event loop, so health checks answer during it.
-        status, answer, extra = await asyncio.to_thread(self.handle, body, headers)
+        status, answer, extra = await asyncio.to_thread(self.handle, row, headers)
         if response_headers is not None:
             response_headers.update(extra)
             response_headers.pop("Content-Type", None)

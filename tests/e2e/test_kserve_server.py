@@ -123,6 +123,23 @@ def test_example_answers_match_torchserve(every_model_server, kserve, examples_d
     close(ts_answer, ks_answer)
 
 
+def test_form_upload_matches_torchserve(every_model_server, kserve, examples_dir):
+    """A multipart upload with a form field (curl -F data=@photo -F topk=2): TorchServe's answer."""
+    photo, _ = example(examples_dir, "flowers_cnn")
+    form = requests.Request(
+        "POST",
+        kserve["url"],
+        files={"data": ("photo.jpg", photo, "image/jpeg")},
+        data={"topk": "2"},
+    ).prepare()
+    (ts_status, ts_answer), (ks_status, ks_answer) = both(
+        every_model_server, kserve, "flowers_cnn", form.body, form.headers["Content-Type"]
+    )
+    assert ts_status == ks_status == 200, (ts_answer, ks_answer)
+    assert len(ks_answer["top_k"]) == 2
+    close(ts_answer, ks_answer)
+
+
 def native_requests(examples_dir: Path, name: str) -> list[dict[str, Any]]:
     """Two JSON requests for `name` from its real example (the second one different)."""
     body, ctype = example(examples_dir, name)
