@@ -45,6 +45,17 @@ RUN --mount=type=bind,source=docker,target=/tmp/docker \
       pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" -r /tmp/requirements/serve.txt; \
     fi \
  && python -c "import torch; assert not torch.version.cuda, 'serve needs the CPU torch build'"
+# WITH_KSERVE=1 adds KServe's ModelServer (requirements/kserve.txt) for serve/kserve_server.py,
+# which deploy/k8s/kserve/kserve-server.yaml runs instead of TorchServe; the default has none.
+ARG WITH_KSERVE=
+RUN --mount=type=bind,source=docker,target=/tmp/docker \
+    if [ -z "$WITH_KSERVE" ]; then exit 0; fi; \
+    if ls /tmp/docker/wheelhouse/*.whl >/dev/null 2>&1; then \
+      pip install --no-cache-dir --no-index --find-links /tmp/docker/wheelhouse \
+        -r /tmp/requirements/kserve.txt; \
+    else \
+      pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" -r /tmp/requirements/kserve.txt; \
+    fi
 
 # What serving never uses: pip itself, C++ headers, test libraries and tools of torch, and the
 # model code of the ~550 model families transformers ships (modeling_*.py, and modular_*.py,
@@ -102,6 +113,8 @@ ENV JAVA_HOME=/opt/jre PATH=/opt/venv/bin:/opt/jre/bin:$PATH \
     XDG_CACHE_HOME=/tmp/cache HF_HOME=/tmp/cache/huggingface HF_HUB_OFFLINE=1
 WORKDIR /home/model-server
 COPY docker/entrypoint.py docker/healthcheck.py docker/log4j2.xml /opt/serve/
+# The KServe runtime's server (an image built with WITH_KSERVE=1 can run it).
+COPY serve/kserve_server.py /opt/serve/
 COPY config.properties ./config.properties
 # Every .mar that `make archive` built; .dockerignore lets nothing else of model_store/ in.
 COPY model_store/ ./model_store/

@@ -6,6 +6,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
+# KServe's ModelServer runs in a venv of its own: kserve caps protobuf, psutil and pandas below
+# the pins of .venv (requirements/kserve.txt).
+KVENV  ?= .venv-kserve
+KPY    := $(KVENV)/bin/python
+KSERVE_HTTP_PORT ?= 8085
+KSERVE_GRPC_PORT ?= 8086
 # Every folder under model_archives/ is a served model: its name is the .mar, the URL and
 # the Locust user class.
 MODELS ?= $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard model_archives/*/archive.yaml)))))
@@ -23,7 +29,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
-        chaos overload soak fuzz contract bench-parse
+        chaos overload soak fuzz contract bench-parse kserve-venv serve-kserve
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -66,6 +72,18 @@ examples/index.json: $(wildcard model_archives/*/archive.yaml) | data/.prepared
 serve: venv java data archive examples ## Set up everything and start TorchServe with all models
 	$(PY) -m serve start
 
+kserve-venv: $(KVENV)/.installed ## Create .venv-kserve: the serving stack and KServe's ModelServer
+
+$(KVENV)/.installed: requirements/kserve.txt requirements/serve.txt
+	@test -x $(KPY) || $(PYTHON) -m venv $(KVENV)
+	$(KPY) -m pip install -q --upgrade pip
+	$(KPY) -m pip install -q -r requirements/kserve.txt
+	@touch $@
+
+serve-kserve: kserve-venv data archive ## The same .mar files under KServe's ModelServer (v1 + v2, loopback), in the foreground
+	$(KPY) -m serve.kserve_server --store model_store --host 127.0.0.1 \
+	  --http-port $(KSERVE_HTTP_PORT) --grpc-port $(KSERVE_GRPC_PORT)
+
 stop: ## Stop TorchServe
 	-@$(PY) -m serve stop
 
@@ -74,14 +92,14 @@ status: ## Is TorchServe up, and which models it serves
 
 # `make lint` first: a tree that does not lint is not worth the e2e minutes.
 COV_FAIL_UNDER ?= 80
-test: venv java lint ## Lint, then the whole test suite (unit, then e2e against the real torchserve)
+test: venv kserve-venv java lint ## Lint, then the whole test suite (unit, then e2e against the real torchserve)
 	$(PY) -m pytest --cov=handlers --cov=train --cov=serve --cov=online \
 	  --cov-report=term-missing:skip-covered --cov-fail-under=$(COV_FAIL_UNDER) $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-e2e: venv java ## End-to-end tests only
+test-e2e: venv kserve-venv java ## End-to-end tests only
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 bench: venv java archive ## In-process vs served latency; writes benchmarks/results/

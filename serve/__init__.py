@@ -7,4 +7,5 @@ all use it (`python -m serve --help`). Modules:
     metrics  one /metrics scrape, parsed by prometheus_client
     server   start (one path for every caller), wait for READY, stop
     archive  build_mar: model_archives/<name>/ + artifacts/<name>/ -> <name>.mar
+    kserve_server  the same .mar handlers under KServe's ModelServer (`make serve-kserve`)
 """

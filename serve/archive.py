@@ -6,6 +6,7 @@ helper modules, meta.json and metrics.json of the export, and the spec's artifac
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -49,7 +50,11 @@ def build_mar(
         "--export-path", str(export_path),
         "--force",
     ]  # fmt: skip
-    # A bare environment: the archive must not depend on who builds it.
+    # A bare environment: the archive must not depend on who builds it. The archiver stages
+    # files in $TMPDIR/<name> (tempfile.gettempdir()): a private TMPDIR keeps two builds of
+    # one model (parallel sessions, a test beside `make archive`) from deleting each other's.
     bin_dir = Path(sys.executable).parent
-    subprocess.run(cmd, check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    with tempfile.TemporaryDirectory(prefix="mar-") as tmp:
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": tmp}
+        subprocess.run(cmd, check=True, env=env)
     return export_path / f"{name}.mar"

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,7 @@ def test_every_manifest_is_a_named_kubernetes_object():
         "kserve/servingruntime.yaml",
         "kserve/inferenceservice.yaml",
         "kserve/canary.yaml",
+        "kserve/kserve-server.yaml",
         "gke/deployment.yaml",
         "gke/hpa.yaml",
     }
@@ -104,6 +106,38 @@ def test_canary_is_the_same_service_with_part_of_the_traffic():
     assert canary["spec"] == main["spec"]
 
 
+def test_kserve_server_runtime_runs_the_image_copy_of_serve_kserve_server():
+    objs = by_kind(K8S / "kserve" / "kserve-server.yaml")
+    runtime, isvc = objs["ServingRuntime"], objs["InferenceService"]
+    c = container_spec(runtime, "kserve-container")
+    # The path the Dockerfile's serve stage copies serve/kserve_server.py to.
+    script = c["command"][-1]
+    assert (
+        f"COPY serve/kserve_server.py {Path(script).parent}/" in (ROOT / "Dockerfile").read_text()
+    )
+    args = dict(zip(c["args"][::2], c["args"][1::2]))
+    source = (ROOT / "serve" / "kserve_server.py").read_text()
+    for flag in args:
+        assert f'add_argument("{flag}"' in source, flag
+    # The layout push_models writes, the same storageUri as the TorchServe service.
+    assert args["--store"] == f"{gcs.KSERVE_MODEL_ROOT}/model-store"
+    assert args["--host"] == "0.0.0.0"  # in the pod, the serving port must be reachable
+    (port,) = c["ports"]
+    assert int(args["--http-port"]) == port["containerPort"] == 8080
+    assert args["--grpc-port"] != args["--http-port"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert {"v1", "v2"} <= set(runtime["spec"]["protocolVersions"])
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    assert model["modelFormat"]["name"] in {
+        f["name"] for f in runtime["spec"]["supportedModelFormats"]
+    }
+    torchserve = by_kind(K8S / "kserve" / "inferenceservice.yaml")["InferenceService"]
+    assert model["storageUri"] == torchserve["spec"]["predictor"]["model"]["storageUri"]
+    assert isvc["metadata"]["name"] != torchserve["metadata"]["name"]  # beside it, not instead
+
+
 def test_gke_deployment_service_and_hpa_fit_together():
     objs = by_kind(K8S / "gke" / "deployment.yaml")
     deployment, service = objs["Deployment"], objs["Service"]
@@ -141,11 +175,16 @@ def pod_specs() -> dict[str, tuple[dict, dict]]:
     """{manifest: (pod-level spec, the serving container)} of every workload in deploy/k8s."""
     deployment = by_kind(K8S / "gke" / "deployment.yaml")["Deployment"]
     runtime = by_kind(K8S / "kserve" / "servingruntime.yaml")["ServingRuntime"]
+    kserve_runtime = by_kind(K8S / "kserve" / "kserve-server.yaml")["ServingRuntime"]
     return {
         "gke/deployment.yaml": (deployment["spec"]["template"]["spec"], container_spec(deployment)),
         "kserve/servingruntime.yaml": (
             runtime["spec"],
             container_spec(runtime, "kserve-container"),
+        ),
+        "kserve/kserve-server.yaml": (
+            kserve_runtime["spec"],
+            container_spec(kserve_runtime, "kserve-container"),
         ),
     }
 
