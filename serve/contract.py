@@ -62,6 +62,15 @@ def schemas() -> dict[Path, dict[str, Any]]:
     return out
 
 
+class FrontendError(msgspec.Struct):
+    """What TorchServe's Java frontend answers itself, before any handler: a bad token (400),
+    a full queue (503), a dead worker (507), a form it cannot decode (500)."""
+
+    code: int
+    type: str
+    message: str
+
+
 def ref(t: Any) -> dict[str, str]:
     """An OpenAPI reference to the component of `t`."""
     [one], _ = msgspec.json.schema_components([t], ref_template="#/components/schemas/{name}")
@@ -70,13 +79,28 @@ def ref(t: Any) -> dict[str, str]:
 
 def errors() -> dict[str, Any]:
     body = {"application/json": {"schema": ref(Error)}}
+    either = {"application/json": {"schema": {"anyOf": [ref(Error), ref(FrontendError)]}}}
+    frontend = {"application/json": {"schema": ref(FrontendError)}}
     return {
-        "400": {"description": "bad input: the field and the problem", "content": body},
+        "400": {
+            "description": "bad input (the handler: the field and the problem), or a missing or"
+            " wrong token (the frontend)",
+            "content": either,
+        },
+        "503": {
+            "description": "the model's queue is full, or it has no worker",
+            "content": frontend,
+        },
+        "507": {"description": "the batch's worker died; retry", "content": frontend},
         "413": {
             "description": "more nodes, atoms, instances or bytes than allowed",
             "content": body,
         },
-        "500": {"description": "the forward pass failed on this input alone", "content": body},
+        "500": {
+            "description": "the forward pass failed on this input alone (the handler), or a form"
+            " body the frontend could not decode",
+            "content": either,
+        },
     }
 
 
@@ -143,7 +167,7 @@ ROUTES: list[Callable[[list[Model]], dict[str, Any]]] = [predictions, ping]
 
 def components(models_: list[Model]) -> dict[str, Any]:
     """Every type the routes refer to, as OpenAPI components."""
-    types: list[Any] = [Error]
+    types: list[Any] = [Error, FrontendError]
     for _, family in models_:
         types += [family.request, family.envelope, *answers(family)]
     _, defs = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
