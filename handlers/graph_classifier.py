@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contract import GraphRequest, validate
-from graph_request import Graph, dense_features, disjoint_union, edge_index_tensor, probabilities
+from graph_request import (
+    Graph,
+    dense_features,
+    disjoint_union,
+    edge_index_tensor,
+    probabilities,
+    warmup_batches,
+)
 from json_batch_handler import JsonBatchHandler, RequestError
 
 
@@ -29,13 +36,8 @@ class GraphClassifierHandler(JsonBatchHandler):
     def initialize(self, context: Any) -> None:
         """Loads model and meta, then warms up on a one-graph and a two-graph batch."""
         super().initialize(context)
-        dim = self.meta["feature_dim"]
-        graph: dict[str, Any] = {
-            "x": [[1.0] + [0.0] * (dim - 1)] * 3,
-            "edge_index": [[0, 1, 2], [1, 2, 0]],
-        }
-        self.warm_up_on([graph])
-        self.warm_up_on([graph, {**graph, "x": graph["x"][:2], "edge_index": [[0], [1]]}])
+        for batch in warmup_batches(self.meta["feature_dim"]):
+            self.warm_up_on(batch)
 
     def parse(self, payload: dict[str, Any]) -> Graph:
         """Builds the molecule graph: one-hot x and edge_index, from `x` or `atoms`."""

@@ -170,6 +170,15 @@ def node_ids(value: Optional[list[int]], num_nodes: int, field: str = "nodes") -
     return ids
 
 
+def warmup_batches(feature_dim: int) -> list[list[dict[str, Any]]]:
+    """A one-graph and a two-graph batch of requests, for a graph handler's warm-up."""
+    graph: dict[str, Any] = {
+        "x": [[1.0] + [0.0] * (feature_dim - 1)] * 3,
+        "edge_index": [[0, 1, 2], [1, 2, 0]],
+    }
+    return [[graph], [graph, {**graph, "x": graph["x"][:2], "edge_index": [[0], [1]]}]]
+
+
 class Graph(NamedTuple):
     """One request's graph: float (N, F) node features and long (2, E) edges."""
 

@@ -25,6 +25,7 @@ from graph_request import (
     normalize_features,
     probabilities,
     sparse_features,
+    warmup_batches,
 )
 from json_batch_handler import JsonBatchHandler, RequestError
 
@@ -37,13 +38,8 @@ class NodeClassifierHandler(JsonBatchHandler):
     def initialize(self, context: Any) -> None:
         """Loads model and meta, then warms up on a one-graph and a two-graph batch."""
         super().initialize(context)
-        dim = self.meta["feature_dim"]
-        graph: dict[str, Any] = {
-            "x": [[1.0] + [0.0] * (dim - 1)] * 3,
-            "edge_index": [[0, 1, 2], [1, 2, 0]],
-        }
-        self.warm_up_on([graph])
-        self.warm_up_on([graph, {**graph, "x": graph["x"][:2], "edge_index": [[0], [1]]}])
+        for batch in warmup_batches(self.meta["feature_dim"]):
+            self.warm_up_on(batch)
 
     def parse(self, payload: dict[str, Any]) -> tuple[Graph, Any]:
         """Builds the graph (normalised x, edge_index) and the node ids to return."""
