@@ -1,6 +1,7 @@
 """What every benchmark shares: timing, percentiles, the machine description, and a .mar
 loaded in-process the way a TorchServe worker loads it."""
 
+import argparse
 import json
 import os
 import platform
@@ -13,10 +14,40 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 from serve.config import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results"
 EXAMPLES = ROOT / "examples"
+POOL = ROOT / "loadtests" / "pool"
+
+
+def server_arguments(
+    parser: argparse.ArgumentParser, models_help: str, models: Optional[list[str]] = None
+) -> None:
+    """--store, --pool and --models: where a benchmark's server and requests come from."""
+    parser.add_argument("--store", type=Path, default=ROOT / "model_store")
+    parser.add_argument("--pool", type=Path, default=POOL)
+    parser.add_argument("--models", nargs="*", default=models, help=models_help)
+
+
+def write_result(result: dict[str, Any], out: Path) -> None:
+    """Stamps `finished` and writes the results file that the docs quote."""
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+def slope_per_min(points: list[tuple[float, float]], after_s: float) -> Optional[float]:
+    """Least-squares slope per minute (numpy.polyfit) of the (seconds, value) points after
+    `after_s`; None with fewer than three."""
+    pts = [(t, v) for t, v in points if t >= after_s]
+    if len(pts) < 3:
+        return None
+    t = np.array([p[0] for p in pts]) / 60
+    return round(float(np.polyfit(t, np.array([p[1] for p in pts]), 1)[0]), 3)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -38,13 +38,18 @@ import urllib3
 from urllib3.util import Retry
 
 from benchmarks.clients import Client
-from benchmarks.common import RESULTS, machine, mar_config, memory_gib
+from benchmarks.common import (
+    RESULTS,
+    machine,
+    mar_config,
+    memory_gib,
+    server_arguments,
+    write_result,
+)
 from benchmarks.procs import RssSampler, processes, ready_pids, sigkill, worker_pids
 from serve.client import exchange
-from serve.config import ROOT
 from serve.server import Server, model_names, start
 
-POOL = ROOT / "loadtests" / "pool"
 OUT = RESULTS / "faults.json"
 COMMAND = "make chaos"
 # TorchServe's WorkerThread logs these when a worker process dies and when it starts another.
@@ -342,9 +347,7 @@ def memory_peak(
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=ROOT / "model_store")
-    parser.add_argument("--pool", type=Path, default=POOL)
-    parser.add_argument("--models", nargs="*", help="default: every .mar of the store")
+    server_arguments(parser, "default: every .mar of the store")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per kill")
     parser.add_argument("--kill-at", type=float, default=5.0, help="seconds into the window")
@@ -390,10 +393,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                 print(json.dumps(row))
         finally:
             server.stop()
-    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

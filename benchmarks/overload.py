@@ -33,12 +33,17 @@ from typing import Any, Optional
 import aiohttp
 import numpy as np
 
-from benchmarks.common import RESULTS, machine, mar_config, memory_gib
+from benchmarks.common import (
+    RESULTS,
+    machine,
+    mar_config,
+    memory_gib,
+    server_arguments,
+    write_result,
+)
 from benchmarks.faults import Load, pool_bodies
-from serve.config import ROOT
 from serve.server import Server, start
 
-POOL = ROOT / "loadtests" / "pool"
 OUT = RESULTS / "overload.json"
 COMMAND = "make overload"
 # The slowest models on 2 cores: their saturation is low enough that one Python generator
@@ -237,9 +242,7 @@ def overload_model(
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=ROOT / "model_store")
-    parser.add_argument("--pool", type=Path, default=POOL)
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    server_arguments(parser, "default: the models of MODELS", list(MODELS))
     parser.add_argument("--clients", type=int, default=16, help="closed loop for saturation")
     parser.add_argument("--saturation-seconds", type=float, default=15.0)
     parser.add_argument("--factor", type=float, default=2.0, help="overload rate / saturation")
@@ -264,10 +267,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             )  # fmt: skip
         result["models"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "phases"}))
-    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

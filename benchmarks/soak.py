@@ -23,18 +23,26 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from benchmarks.common import RESULTS, machine, memory_gib
-from benchmarks.procs import RssSampler, processes
-from serve.config import ROOT
+from benchmarks import jvm
+from benchmarks.common import (
+    RESULTS,
+    machine,
+    memory_gib,
+    server_arguments,
+    slope_per_min,
+    write_result,
+)
+from benchmarks.procs import RssSampler, frontend, processes
+from serve.config import CONFIG, ROOT
 from serve.server import Server, model_names, start
 
-POOL = ROOT / "loadtests" / "pool"
 RUNS = ROOT / "benchmarks" / "runs" / "soak"
 PROFILE = RESULTS / "profile.json"
 OUT = RESULTS / "soak.json"
@@ -84,15 +92,6 @@ def locust(
     ]  # fmt: skip
     env = {**os.environ, "LOADTEST_TOKEN": server.token() or ""}
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 180)
-
-
-def slope_mib_per_min(samples: list[tuple[float, float]], after_s: float) -> Optional[float]:
-    """Least-squares RSS slope (MiB/min) of the samples taken after `after_s` seconds."""
-    pts = [(t, rss) for t, rss in samples if t >= after_s]
-    if len(pts) < 3:
-        return None
-    t = np.array([p[0] for p in pts]) / 60
-    return round(float(np.polyfit(t, np.array([p[1] for p in pts]), 1)[0]), 3)
 
 
 def latency_bins(requests: Path, t0: float, bin_s: float) -> list[dict[str, Any]]:
@@ -158,12 +157,26 @@ def run_soak(
     users_per_model: int = 4,
     interval: float = 5.0,
     plot_path: Optional[Path] = None,
+    gc_log: Optional[Path] = None,
 ) -> dict[str, Any]:
-    """The soak against a running server; returns the figures (and draws the plot)."""
+    """The soak against a running server; returns the figures (and draws the plot).
+
+    With `gc_log` (a server started from jvm.diagnostic_config), the JVM's native memory is
+    read at the end of the warm-up and at the end, and its heap after each GC from the log.
+    """
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    java = frontend(server)
+    nmt: dict[str, Any] = {}
+    # jcmd attaches with SIGQUIT, which only a JVM survives: only the diagnostic server's.
+    read = gc_log is not None and "java" in java.name().lower()
+    warm = threading.Timer(warmup, lambda: nmt.update(warm=jvm.native_memory(java.pid)))
+    if read:
+        warm.start()
     with RssSampler(processes(server, models), interval, lambda: processes(server, models)) as rss:
         done = locust(server, models, pool, runs, seconds, rate, users_per_model * len(models))
+    warm.cancel()
+    nmt_end = jvm.native_memory(java.pid) if read else None
     summary = json.loads((runs / "summary.json").read_text())
     if done.returncode not in (0, 1):
         raise RuntimeError(f"locust exited with {done.returncode}: {done.stderr[-2000:]}")
@@ -190,7 +203,7 @@ def run_soak(
         },
         "interval_s": interval,
         "rss_slope_mib_per_min": {
-            label: slope_mib_per_min(samples, warmup) for label, samples in rss.samples.items()
+            label: slope_per_min(samples, warmup) for label, samples in rss.samples.items()
         },
         "rss_first_last_mib": {
             label: [round(s[0][1], 1), round(s[-1][1], 1)] for label, s in rss.samples.items() if s
@@ -200,6 +213,11 @@ def run_soak(
         "p99_after_warmup_min_max_ms": [min(later), max(later)] if later else None,
         "locust_exit_code": done.returncode,
     }
+    if gc_log is not None:
+        result["jvm"] = jvm.summary(
+            gc_log, t0 + warmup - java.create_time(), nmt.get("warm"), nmt_end,
+            (time.time() - t0 - warmup) / 60,
+        )  # fmt: skip
     if plot_path is not None:
         plot(result, rss.samples, plot_path)
     return result
@@ -207,9 +225,7 @@ def run_soak(
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=ROOT / "model_store")
-    parser.add_argument("--pool", type=Path, default=POOL)
-    parser.add_argument("--models", nargs="*", help="default: every .mar of the store")
+    server_arguments(parser, "default: every .mar of the store")
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--warmup", type=float, default=120.0, help="left out of the slopes")
     parser.add_argument("--load", type=float, default=0.8, help="share of mixed saturation")
@@ -223,12 +239,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     models = args.models or model_names(args.store)
     saturation = None if args.rate else mixed_saturation(models)
     rate = args.rate or round(args.load * saturation["mixed_rps"], 1)  # type: ignore[index]
+    args.runs.mkdir(parents=True, exist_ok=True)
+    gc_log = (args.runs / "gc.log").resolve()
+    gc_log.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        server = start(args.store, Path(tmp), model_names(args.store))
+        config = jvm.diagnostic_config(CONFIG, Path(tmp) / "soak.properties", gc_log)
+        server = start(args.store, Path(tmp), model_names(args.store), config=config)
         try:
             result = run_soak(
                 server, models, args.pool, args.runs, args.seconds, rate, args.warmup,
-                args.users_per_model, args.interval, args.plot,
+                args.users_per_model, args.interval, args.plot, gc_log,
             )  # fmt: skip
         finally:
             server.stop()
@@ -237,12 +257,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         machine={**machine("torchserve", "locust", "psutil"), "memory_gib": memory_gib()},
         saturation=saturation,
         load=None if args.rate else args.load,
-        finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("rate_rps", "achieved_rps", "requests", "errors")}))
-    print(f"wrote {args.out}, {args.plot}")
+    write_result(result, args.out)
+    print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks.common import slope_per_min
 from benchmarks.faults import worst_request
 from benchmarks.overload import analyse
-from benchmarks.soak import latency_bins, slope_mib_per_min
+from benchmarks.soak import latency_bins
 from serve.config import CONFIG, read_properties
 from train.core.registry import served_models, spec
 
@@ -35,9 +36,9 @@ def test_rss_slope_is_a_least_squares_line_after_the_warm_up():
     # 60 s of a 50 MiB warm-up climb, then 2 MiB/min with +-0.5 MiB of alternating noise.
     samples = [(t, 200 + 50 * t / 60) for t in range(0, 60, 5)]
     samples += [(t, 250 + 2 * (t - 60) / 60 + (0.5 if t % 10 else -0.5)) for t in range(60, 600, 5)]
-    assert slope_mib_per_min(samples, after_s=60) == pytest.approx(2.0, abs=0.05)
-    assert slope_mib_per_min(samples, after_s=0) > 2.5  # the climb is why warm-up is left out
-    assert slope_mib_per_min(samples[:14], after_s=60) is None  # fewer than 3 points
+    assert slope_per_min(samples, after_s=60) == pytest.approx(2.0, abs=0.05)
+    assert slope_per_min(samples, after_s=0) > 2.5  # the climb is why warm-up is left out
+    assert slope_per_min(samples[:14], after_s=60) is None  # fewer than 3 points
 
 
 def test_latency_bins_split_requests_by_end_time(tmp_path):
