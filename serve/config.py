@@ -1,5 +1,6 @@
 """TorchServe's config.properties: read it, and write a copy with some keys replaced."""
 
+import random
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,6 +10,8 @@ CONFIG = ROOT / "config.properties"
 # Every listener a torchserve opens; a second server beside `make serve` needs all of them free.
 ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")
 PORT_KEYS = ("grpc_inference_port", "grpc_management_port")
+# Worker ports one server may use: every worker start, restarts included, takes the next one.
+WORKER_PORT_SPAN = 500
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -62,4 +65,23 @@ def free_addresses() -> dict[str, str]:
             s.close()
     out = {key: f"http://127.0.0.1:{port}" for key, port in zip(ADDRESS_KEYS, ports)}
     out.update({key: str(port) for key, port in zip(PORT_KEYS, ports[len(ADDRESS_KEYS) :])})
+    out["initial_worker_port"] = str(worker_port_base())
     return out
+
+
+def worker_port_base(
+    span: int = WORKER_PORT_SPAN, lo: int = 10_000, hi: int = 60_000, tmp: Path = Path("/tmp")
+) -> int:
+    """A first worker port whose `span` successors have no worker socket in /tmp yet.
+
+    TorchServe's frontend names each worker's Unix socket /tmp/.ts.sock.<port> (Java's
+    java.io.tmpdir, whatever TMPDIR says), counting up from initial_worker_port (9000), and a new
+    worker unlinks a socket file of that name: two servers on one host (tests beside `make serve`)
+    would take each other's workers. So each server the harness starts gets its own range.
+    """
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        base = rng.randrange(lo, hi - span + 1)
+        if not any((tmp / f".ts.sock.{port}").exists() for port in range(base, base + span)):
+            return base
+    raise RuntimeError(f"no range of {span} worker ports without a socket in {tmp}")

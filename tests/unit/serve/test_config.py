@@ -2,6 +2,8 @@
 
 import socket
 
+import pytest
+
 from serve.config import (
     ADDRESS_KEYS,
     CONFIG,
@@ -9,13 +11,14 @@ from serve.config import (
     free_addresses,
     free_port,
     read_properties,
+    worker_port_base,
     write_properties,
 )
 
 
 def test_free_addresses_are_loopback_distinct_and_bindable():
     addresses = free_addresses()
-    assert set(addresses) == set(ADDRESS_KEYS + PORT_KEYS)
+    assert set(addresses) == set(ADDRESS_KEYS + PORT_KEYS) | {"initial_worker_port"}
     urls = [addresses[k] for k in ADDRESS_KEYS]
     assert all(u.startswith("http://127.0.0.1:") for u in urls)
     ports = [int(u.rsplit(":", 1)[1]) for u in urls] + [int(addresses[k]) for k in PORT_KEYS]
@@ -23,6 +26,18 @@ def test_free_addresses_are_loopback_distinct_and_bindable():
     for port in ports:  # nothing holds them any more: torchserve can bind every one
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_each_server_gets_a_worker_port_range_with_no_socket_in_tmp(tmp_path):
+    # Worker sockets are <tmp>/.ts.sock.<port>: a range holding one is never handed out.
+    for port in range(20_000, 20_020):
+        (tmp_path / f".ts.sock.{port}").touch()
+    assert worker_port_base(span=10, lo=20_000, hi=20_030, tmp=tmp_path) == 20_020
+    (tmp_path / ".ts.sock.20025").touch()
+    with pytest.raises(RuntimeError, match="no range of 10 worker ports"):
+        worker_port_base(span=10, lo=20_000, hi=20_030, tmp=tmp_path)
+    bases = {int(free_addresses()["initial_worker_port"]) for _ in range(10)}
+    assert len(bases) > 1 and all(10_000 <= b < 60_000 for b in bases)  # each server its own
 
 
 def test_free_port_is_not_the_committed_one():
