@@ -1,0 +1,82 @@
+"""serve/v2_metadata.py without TorchServe: TorchServe's token rule, a .mar's declarations, and
+the routes that need no management API (tests/e2e/test_v2_metadata.py runs it beside the real
+torchserve)."""
+
+import json
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from contract import V2ModelMetadata
+from serve import v2_metadata
+from serve.config import ROOT
+
+
+def key_file(tmp_path, minutes: float = 60):
+    expires = (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    path = tmp_path / "key_file.json"
+    entry = {"key": "inf-KEY1", "expiration time": expires}
+    path.write_text(json.dumps({"inference": entry, "management": {**entry, "key": "mgmt"}}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("header", "ok"),
+    [
+        ("Bearer inf-KEY1", True),
+        ("Bearer \t inf-KEY1", True),
+        ("  Bearer inf-KEY1 ", True),  # HTTP strips the value's surrounding white space
+        (None, False),
+        ("", False),
+        ("Bearer", False),
+        ("Bearer mgmt", False),
+        ("bearer inf-KEY1", False),
+        ("Basic inf-KEY1", False),
+        ("Bearerinf-KEY1", False),
+        ("Bearer inf-KEY1 x", False),
+        ("Bearer\u00a0inf-KEY1", False),  # Java's \s is ASCII white space only
+    ],
+)
+def test_the_bearer_rule_is_torchserves(tmp_path, header, ok):
+    assert v2_metadata.authorized(header, key_file(tmp_path)) is ok
+
+
+def test_an_expired_or_missing_key_refuses_and_tokens_off_allow(tmp_path):
+    assert not v2_metadata.authorized("Bearer inf-KEY1", key_file(tmp_path, minutes=-1))
+    assert not v2_metadata.authorized("Bearer inf-KEY1", tmp_path / "none.json")
+    assert v2_metadata.authorized(None, None)
+
+
+def test_declarations_come_from_the_mar(tmp_path):
+    mar = tmp_path / "m.mar"
+    with zipfile.ZipFile(mar, "w") as z:
+        manifest = {"model": {"handler": "node_classifier.py", "modelVersion": "2.0"}}
+        z.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
+        z.writestr("node_classifier.py", (ROOT / "handlers" / "node_classifier.py").read_text())
+        z.writestr("meta.json", json.dumps({"feature_dim": 5, "labels": ["a", "b", "c"]}))
+    kind, meta, version = v2_metadata.declarations(mar, mar.stat().st_mtime_ns)
+    assert (kind, meta["feature_dim"], version) == ("NodeClassifierHandler", 5, "2.0")
+    md = v2_metadata.oip_v2.metadata(kind, meta, "m", version)
+    msgspec.convert(md, V2ModelMetadata)  # the documented type of the answer
+    assert md["inputs"][0]["shape"] == [-1, 5] and md["outputs"][-1]["shape"] == [-1, 3]
+
+
+def test_routes_check_the_token_first_then_route(tmp_path):
+    routes = v2_metadata.V2Metadata("http://127.0.0.1:1", tmp_path, key_file(tmp_path))
+    assert routes.answer("/ready", {}) is None  # not a v2 route: another server's
+    assert routes.answer("/v2/models/m", {}) == (400, v2_metadata.REFUSED)
+    good = {"Authorization": "Bearer inf-KEY1"}
+    assert routes.answer("/v2/nothing/here", good) == (404, v2_metadata.NOT_FOUND)
+    # TorchServe's management API does not answer: a 503 that says so, not a crash.
+    status, body = routes.answer("/v2/models/m/ready?x=1", good)
+    assert status == 503 and body["code"] == 503 and body["message"]
+
+
+def test_readiness_needs_every_worker_ready():
+    ready = {"minWorkers": 1, "workers": [{"status": "READY"}]}
+    assert v2_metadata.workers_problem(ready) is None
+    assert v2_metadata.workers_problem({"minWorkers": 1, "workers": []}) == "0/1 workers READY"
+    two = {"minWorkers": 1, "workers": [{"status": "READY"}, {"status": "UNLOADING"}]}
+    assert v2_metadata.workers_problem(two) == "1/2 workers READY"
