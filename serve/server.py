@@ -78,6 +78,23 @@ def terminate(proc: subprocess.Popen, timeout: float = 60) -> int:
     return proc.returncode
 
 
+def spawn(
+    cmd: list[str], cwd: Path, log: Path, env: Optional[Mapping[str, str]] = None
+) -> subprocess.Popen:
+    """Starts a server in its own session (it outlives the caller until stopped), output to
+    `log`: it must not hold our stdout/stderr open, or `make serve | tee` never ends."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def model_names(store: Path) -> list[str]:
     """The models a start with --models all loads: every .mar in the store."""
     return sorted(p.stem for p in Path(store).glob("*.mar"))
@@ -121,17 +138,8 @@ def start(
     cmd += ["--model-store", str(store), "--models", "all"]
     if not token_auth:
         cmd.append("--disable-token-auth")
-    # The server must not hold our stdout/stderr open, or `make serve | tee` never ends.
-    with open(log_dir / "torchserve.out", "ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=workdir,  # torchserve writes key_file.json to its working directory
-            env=run_env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # torchserve writes key_file.json to its working directory.
+    proc = spawn(cmd, workdir, log_dir / "torchserve.out", run_env)
     server = Server(
         props["inference_address"],
         props["management_address"],
@@ -164,15 +172,7 @@ def start_v2_metadata(server: Server, store: Path, workdir: Path) -> subprocess.
     cmd += ["--management", server.management, "--store", str(Path(store).resolve())]
     if server.key_file is not None:
         cmd += ["--key-file", str(Path(server.key_file).resolve())]
-    with open(server.log_dir / "v2_metadata.out", "ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = spawn(cmd, ROOT, server.log_dir / "v2_metadata.out")
     (Path(workdir) / V2_PID_FILE).write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + 30
     while not v2_is_up(server.v2):
