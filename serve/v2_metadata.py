@@ -108,11 +108,18 @@ def workers_problem(described: Mapping[str, Any]) -> Optional[str]:
 
 @lru_cache(maxsize=64)
 def declarations(mar: Path, mtime_ns: int) -> tuple[str, dict[str, Any], str]:
-    """(oip_v2 kind, meta.json, version) from a .mar's manifest, handler source and meta.json."""
+    """(oip_v2 kind, meta.json, version) from a .mar's manifest, handler source and meta.json
+    (a .mar is a zip; TorchServe also serves a folder holding an unpacked one)."""
+    if mar.is_dir():
+        return _declared(lambda member: (mar / member).read_bytes())
     with zipfile.ZipFile(mar) as z:
-        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]
-        source = z.read(manifest["handler"].split(":")[0]).decode()
-        meta = json.loads(z.read("meta.json"))
+        return _declared(z.read)
+
+
+def _declared(read: Callable[[str], bytes]) -> tuple[str, dict[str, Any], str]:
+    manifest = json.loads(read("MAR-INF/MANIFEST.json"))["model"]
+    source = read(manifest["handler"].split(":")[0]).decode()
+    meta = json.loads(read("meta.json"))
     return oip_v2.kind_for_source(source), meta, str(manifest.get("modelVersion", ""))
 
 
@@ -135,6 +142,7 @@ class V2Metadata:
         url = described.get("modelUrl", f"{name}.mar").removeprefix("file://")
         mar = self.store / url if not Path(url).is_absolute() else Path(url)
         kind, meta, version = declarations(mar, mar.stat().st_mtime_ns)
+        version = str(described.get("modelVersion") or version)  # what TorchServe serves
         return 200, oip_v2.metadata(kind, meta, name, version)
 
     def ready(self, name: str) -> Answer:

@@ -49,15 +49,23 @@ def test_an_expired_or_missing_key_refuses_and_tokens_off_allow(tmp_path):
     assert v2_metadata.authorized(None, None)
 
 
-def test_declarations_come_from_the_mar(tmp_path):
-    mar = tmp_path / "m.mar"
+def test_declarations_come_from_the_mar_or_its_unpacked_folder(tmp_path):
+    files = {
+        "MAR-INF/MANIFEST.json": json.dumps(
+            {"model": {"handler": "node_classifier.py", "modelVersion": "2.0"}}
+        ),
+        "node_classifier.py": (ROOT / "handlers" / "node_classifier.py").read_text(),
+        "meta.json": json.dumps({"feature_dim": 5, "labels": ["a", "b", "c"]}),
+    }
+    mar, folder = tmp_path / "m.mar", tmp_path / "m"
     with zipfile.ZipFile(mar, "w") as z:
-        manifest = {"model": {"handler": "node_classifier.py", "modelVersion": "2.0"}}
-        z.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
-        z.writestr("node_classifier.py", (ROOT / "handlers" / "node_classifier.py").read_text())
-        z.writestr("meta.json", json.dumps({"feature_dim": 5, "labels": ["a", "b", "c"]}))
+        for member, text in files.items():
+            z.writestr(member, text)
+            (folder / member).parent.mkdir(parents=True, exist_ok=True)
+            (folder / member).write_text(text)
     kind, meta, version = v2_metadata.declarations(mar, mar.stat().st_mtime_ns)
     assert (kind, meta["feature_dim"], version) == ("NodeClassifierHandler", 5, "2.0")
+    assert v2_metadata.declarations(folder, 0) == (kind, meta, version)
     md = v2_metadata.oip_v2.metadata(kind, meta, "m", version)
     msgspec.convert(md, V2ModelMetadata)  # the documented type of the answer
     assert md["inputs"][0]["shape"] == [-1, 5] and md["outputs"][-1]["shape"] == [-1, 3]
