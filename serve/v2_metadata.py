@@ -180,10 +180,11 @@ def json_server(
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             self.reply(*answer(self.path, self.headers))
 
-        def refuse(self) -> None:
-            self.reply(405, NOT_ALLOWED)
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = refuse  # noqa: N815
+        def __getattr__(self, name: str) -> Any:
+            # Every other method (POST, HEAD, TRACE, ...): a JSON 405, not http.server's HTML 501.
+            if name.startswith("do_"):
+                return lambda: self.reply(405, NOT_ALLOWED)
+            raise AttributeError(name)
 
         def reply(self, status: int, body: Any) -> None:
             raw = json.dumps(body).encode() + b"\n"
@@ -191,7 +192,8 @@ def json_server(
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
-            self.wfile.write(raw)
+            if self.command != "HEAD":
+                self.wfile.write(raw)
 
         def log_message(self, *args: object) -> None:
             pass  # probes and clients polling readiness would flood the log

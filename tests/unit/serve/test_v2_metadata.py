@@ -88,3 +88,29 @@ def test_readiness_needs_every_worker_ready():
     assert v2_metadata.workers_problem({"minWorkers": 1, "workers": []}) == "0/1 workers READY"
     two = {"minWorkers": 1, "workers": [{"status": "READY"}, {"status": "UNLOADING"}]}
     assert v2_metadata.workers_problem(two) == "1/2 workers READY"
+
+
+def test_the_server_answers_json_to_every_method(tmp_path):
+    """GET goes to the routes; any other method, TRACE included, gets a JSON 405 (schemathesis
+    found http.server's HTML 501)."""
+    import http.client
+    import threading
+
+    server = v2_metadata.json_server("127.0.0.1", 0, lambda path, headers: (200, {"path": path}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for method, status in [("GET", 200), ("POST", 405), ("TRACE", 405), ("HEAD", 405)]:
+            conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
+            conn.request(method, "/v2/x")
+            resp = conn.getresponse()
+            assert resp.status == status and resp.getheader("Content-Type") == "application/json"
+            body = resp.read()
+            if method == "HEAD":
+                assert body == b""
+            else:
+                assert json.loads(body) == (
+                    {"path": "/v2/x"} if status == 200 else v2_metadata.NOT_ALLOWED
+                )
+            conn.close()
+    finally:
+        server.shutdown()
