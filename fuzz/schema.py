@@ -50,12 +50,13 @@ def run_schemathesis(server: Server, max_examples: int, seed: int = 0) -> dict[s
     runs = [(server.inference, ["--exclude-tag", V2_METADATA_TAG])]
     if server.v2:
         runs.append((server.v2, ["--include-tag", V2_METADATA_TAG]))
-    codes, report, shown = [], "", []
+    codes, report, shown, tail = [], "", [], []
     for url, tags in runs:
         cmd = st_command(url, token, max_examples, seed, tags)
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         codes.append(out.returncode)
         report += out.stdout + out.stderr
+        tail += (out.stdout + out.stderr).strip().splitlines()[-60 // len(runs) :]
         shown.append(" ".join(["st", *cmd[1:6], "--header", "'Authorization: Bearer <token>'"]))
         shown[-1] += " " + " ".join(cmd[8:])
     report = report.replace(token or "\0", "<token>")
@@ -72,5 +73,5 @@ def run_schemathesis(server: Server, max_examples: int, seed: int = 0) -> dict[s
         "frontend_decoder_5xx": failures.get("ST101", 0) if only_decoder else 0,
         "command": "; ".join(shown),
         "exit_code": max(codes),
-        "report_tail": report.strip().splitlines()[-60:],
+        "report_tail": [line.replace(token or "\0", "<token>") for line in tail],
     }
