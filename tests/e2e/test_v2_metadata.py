@@ -7,6 +7,7 @@ word: every refusal is TorchServe's own answer to the same header.
 """
 
 import json
+import time
 import zipfile
 
 import pytest
@@ -81,7 +82,11 @@ def test_every_model_is_ready_and_readiness_follows_the_workers(
         assert status == 503 and json.loads(raw)["ready"] is False, raw
     finally:
         mgmt.scale("mutag_gcn", 1)
-    assert client.is_model_ready("mutag_gcn", headers=dict(auth))
+    # The stopped worker may still be listed for a moment after the scale call returns.
+    deadline = time.monotonic() + 60
+    while not client.is_model_ready("mutag_gcn", headers=dict(auth)):
+        assert time.monotonic() < deadline, exchange(url, every_model_server.token())[1]
+        time.sleep(0.5)
     status, raw, _ = exchange(url, every_model_server.token())
     assert (status, json.loads(raw)) == (200, {"name": "mutag_gcn", "ready": True})
 
