@@ -113,6 +113,9 @@ ENV JAVA_HOME=/opt/jre PATH=/opt/venv/bin:/opt/jre/bin:$PATH \
     XDG_CACHE_HOME=/tmp/cache HF_HOME=/tmp/cache/huggingface HF_HUB_OFFLINE=1
 WORKDIR /home/model-server
 COPY docker/entrypoint.py docker/healthcheck.py docker/log4j2.xml /opt/serve/
+# The v2 metadata routes the entrypoint serves on PROBE_PORT (TorchServe lacks them), with the
+# handlers' tensor declarations they read.
+COPY serve/v2_metadata.py handlers/oip_v2.py handlers/request_error.py /opt/serve/
 # The KServe runtime's server (an image built with WITH_KSERVE=1 can run it).
 COPY serve/kserve_server.py /opt/serve/
 COPY config.properties ./config.properties

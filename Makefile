@@ -11,7 +11,7 @@ PY     := $(BIN)/python
 KVENV  ?= .venv-kserve
 KPY    := $(KVENV)/bin/python
 KSERVE_HTTP_PORT ?= 8085
-KSERVE_GRPC_PORT ?= 8086
+KSERVE_GRPC_PORT ?= 8087
 # Every folder under model_archives/ is a served model: its name is the .mar, the URL and
 # the Locust user class.
 MODELS ?= $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard model_archives/*/archive.yaml)))))
@@ -84,7 +84,7 @@ serve-kserve: kserve-venv data archive ## The same .mar files under KServe's Mod
 	$(KPY) -m serve.kserve_server --store model_store --host 127.0.0.1 \
 	  --http-port $(KSERVE_HTTP_PORT) --grpc-port $(KSERVE_GRPC_PORT)
 
-stop: ## Stop TorchServe
+stop: ## Stop TorchServe and its v2 metadata server
 	-@$(PY) -m serve stop
 
 status: ## Is TorchServe up, and which models it serves

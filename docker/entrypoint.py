@@ -1,6 +1,7 @@
 """Container entrypoint: TorchServe's config from the environment, started, and stopped cleanly.
 
-Standard library only. Environment (all optional):
+Standard library only (with serve/v2_metadata.py and the handlers' oip_v2, which are too).
+Environment (all optional):
   AIP_HTTP_PORT, PORT  inference port: Vertex AI sets the first, Cloud Run the second (8080)
   TOKEN_AUTH           on (default): TorchServe's token authorization, tokens in
                        $RUN_DIR/key_file.json; off: none, for platforms whose IAM fronts the
@@ -12,7 +13,9 @@ Standard library only. Environment (all optional):
   RUN_DIR              writable folder for the generated config, key file and unpacked models
   PROBE_PORT           the tokenless probe server of this process on 0.0.0.0 (default 8086):
                        GET /ready 200 once every model has its workers READY, 503 with the
-                       reasons otherwise and from SIGTERM on; GET /live 200 while TorchServe runs
+                       reasons otherwise and from SIGTERM on; GET /live 200 while TorchServe runs;
+                       and, with the inference token, GET /v2/models/{m} and /v2/models/{m}/ready
+                       (serve/v2_metadata.py: v2 metadata, which TorchServe lacks)
   DRAIN_TIMEOUT_S      after SIGTERM, at most this long waiting for in-flight predictions (5)
   DRAIN_QUIET_S        drained once no prediction was accepted or answered for this long (1)
   STOP_GRACE_S         seconds TorchServe gets after the drain before SIGKILL (default 4); with
@@ -32,8 +35,9 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 HOME = Path("/home/model-server")
 HERE = Path(__file__).resolve().parent
@@ -46,8 +50,12 @@ DRAIN_TIMEOUT_S, STOP_GRACE_S = 5.0, 4.0
 
 
 def _sibling(name: str):  # noqa: ANN202 (a module)
-    """docker/<name>.py, beside this file (in the image /opt/serve/), whoever imports this."""
-    spec = importlib.util.spec_from_file_location(f"_serve_{name}", HERE / f"{name}.py")
+    """<name>.py beside this file (in the image all are in /opt/serve/), or in a checkout the
+    harness's serve/<name>.py, whoever imports this."""
+    path = HERE / f"{name}.py"
+    if not path.exists():
+        path = HERE.parent / "serve" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_serve_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -55,6 +63,8 @@ def _sibling(name: str):  # noqa: ANN202 (a module)
 
 
 healthcheck = _sibling("healthcheck")  # the readiness check /ready serves
+# GET /v2/models/{m} and /ready, which TorchServe lacks: the harness's server, on PROBE_PORT.
+v2_metadata = _sibling("v2_metadata")
 
 
 class ConfigError(Exception):
@@ -262,34 +272,27 @@ class Probes:
         return [] if code is None else [f"TorchServe exited with {code}"]
 
 
-def serve_probes(probes: Probes, port: int) -> ThreadingHTTPServer:
+def serve_probes(probes: Probes, port: int, v2: Any = None) -> ThreadingHTTPServer:
     """GET /ready and /live on 0.0.0.0:port in a daemon thread: 200, or 503 with the reasons.
 
     Tokenless, unlike TorchServe's /ping, so kubelet, Cloud Run and Docker can call it; it
-    tells no more than the model names and their worker counts.
+    tells no more than the model names and their worker counts. With `v2` (a
+    v2_metadata.V2Metadata) it also answers GET /v2/models/{m} and /ready, with TorchServe's
+    token rule (serve/v2_metadata.py): the same server as the harness's, on this port.
     """
     checks: dict[str, Callable[[], list[str]]] = {"/ready": probes.ready, "/live": probes.live}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            check = checks.get(self.path.split("?", 1)[0])
-            if check is None:
-                status, body = 404, {"error": f"no {self.path}; probes: {sorted(checks)}"}
-            else:
-                found = check()
-                status, body = (503, {"problems": found}) if found else (200, {"problems": []})
-            raw = json.dumps(body).encode() + b"\n"
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+    def answer(path: str, headers: object) -> tuple[int, object]:
+        found = v2.answer(path, headers) if v2 is not None else None
+        if found is not None:
+            return found
+        check = checks.get(path.split("?", 1)[0])
+        if check is None:
+            return 404, {"error": f"no {path}; probes: {sorted(checks)}, /v2/models/<m>[/ready]"}
+        problems = check()
+        return (503, {"problems": problems}) if problems else (200, {"problems": []})
 
-        def log_message(self, *args: object) -> None:
-            pass  # a probe every few seconds would flood the platform's log
-
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
-    server.daemon_threads = True
+    server = v2_metadata.json_server("0.0.0.0", port, answer)
     threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
     return server
 
@@ -360,7 +363,12 @@ def run(env: Mapping[str, str]) -> int:
     print(f"entrypoint: serving {', '.join(models)} at {runtime['inference']}", flush=True)
     proc = subprocess.Popen(cmd, cwd=run_dir, env=child_env, start_new_session=True)
     probes = Probes(runtime, proc)
-    probe_server = serve_probes(probes, probe_port(env))
+    v2 = v2_metadata.V2Metadata(
+        runtime["management"],
+        Path(env.get("MODEL_STORE", str(HOME / "model_store"))),
+        Path(runtime["key_file"]) if runtime["token_auth"] else None,
+    )
+    probe_server = serve_probes(probes, probe_port(env), v2)
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: object = None) -> None:

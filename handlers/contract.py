@@ -233,6 +233,102 @@ class ImageResponse(Struct):
     top_k: list[Label]
 
 
+# --- Open Inference Protocol v2 (any model; oip_v2.SPECS declares each model's tensors) -------
+# oip_v2 decodes v2 bodies by hand, naming the tensor at fault, and stays standard-library only
+# for serve/v2_metadata.py; these Structs are the protocol's documents (docs/openapi.json), and
+# the tests check real v2 answers against them.
+
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP32",
+    "FP64", "BYTES",
+]  # fmt: skip
+Dims = Annotated[list[Annotated[int, Meta(ge=-1)]], Meta(description="-1: any size")]
+
+
+class V2InputTensor(Struct, kw_only=True):
+    """One named input: `data` flat (row-major) or nested, or `parameters.binary_data_size`
+    bytes of the body after the JSON header (the binary tensor extension)."""
+
+    name: str
+    datatype: Datatype
+    shape: list[Annotated[int, Meta(ge=0)]]
+    data: Union[list[Any], UnsetType] = UNSET
+    parameters: Optional[dict[str, Any]] = None
+
+
+class V2RequestedOutput(Struct, kw_only=True):
+    """An output to return (all when `outputs` is absent)."""
+
+    name: str
+    parameters: Optional[dict[str, Any]] = None
+
+
+class V2InferRequest(Struct, kw_only=True):
+    """An Open Inference Protocol v2 request: the model's input tensors (GET /v2/models/{m})."""
+
+    id: Optional[str] = None
+    inputs: Annotated[list[V2InputTensor], Meta(min_length=1)]
+    outputs: Optional[list[V2RequestedOutput]] = None
+    parameters: Optional[dict[str, Any]] = None
+
+
+class V2OutputTensor(Struct, kw_only=True, omit_defaults=True):
+    """One named output, always JSON `data`; `parameters.labels`: the classes' order."""
+
+    name: str
+    datatype: Datatype
+    shape: list[Annotated[int, Meta(ge=0)]]
+    data: list[Any]
+    parameters: Optional[dict[str, Any]] = None
+
+
+class V2InferResponse(Struct, kw_only=True):
+    """The answer to a V2InferRequest: the request's `id` ("" when it had none)."""
+
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[V2OutputTensor]
+
+
+class V2TensorMetadata(Struct):
+    """A declared tensor: its datatype and shape (-1: any size)."""
+
+    name: str
+    datatype: Datatype
+    shape: Dims
+
+
+class V2ModelMetadata(Struct):
+    """GET /v2/models/{m}: the tensors the model takes and answers."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2ModelReady(Struct, kw_only=True, omit_defaults=True):
+    """GET /v2/models/{m}/ready: 200 when ready, 503 with the reason otherwise."""
+
+    name: str
+    ready: bool
+    error: Union[str, UnsetType] = UNSET
+
+
+class V2Live(Struct):
+    """GET /v2/health/live (TorchServe's frontend answers it itself)."""
+
+    live: bool
+
+
+class V2Ready(Struct):
+    """GET /v2/health/ready (TorchServe's frontend: up, whatever the models' state)."""
+
+    ready: bool
+
+
 # --- families: which handler speaks which contract ---------------------------------------------
 
 

@@ -16,6 +16,7 @@ Nothing here imports TorchServe: `decode` and `encode` are plain functions of th
 model's `SPECS` entry, so they are unit-tested without a server.
 """
 
+import ast
 import base64
 import json
 import math
@@ -111,6 +112,19 @@ def kind_for(handler: Any) -> str:
         if base.__name__ in SPECS:
             return base.__name__
     raise KeyError(f"{cls.__name__} declares no Open Inference Protocol v2 tensors (oip_v2.SPECS)")
+
+
+def kind_for_source(source: str) -> str:
+    """The SPECS key of the handler class a handler module's source defines, without importing
+    it (and torch with it): the first class (TorchServe loads the first) or one of its bases."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef):
+            names = [node.name] + [b.id for b in node.bases if isinstance(b, ast.Name)]
+            for name in names:
+                if name in SPECS:
+                    return name
+            raise KeyError(f"{node.name} declares no Open Inference Protocol v2 tensors")
+    raise KeyError("the handler module defines no class")
 
 
 def is_binary(header_value: Optional[str]) -> bool:

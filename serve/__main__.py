@@ -1,7 +1,8 @@
 """Controls the local TorchServe of `make serve` / `make stop`, and builds .mar files.
 
-python -m serve start [--config F] [--store D] [--timeout S]   start, wait for READY
-python -m serve stop                                           stop it
+python -m serve start [--config F] [--store D] [--timeout S]   start, wait for READY (and the
+                                                               v2 metadata server beside it)
+python -m serve stop                                           stop both
 python -m serve status                                         ready? every model's workers READY
 python -m serve token [inference|management] [--host URL]      a token ("" for a remote host)
 python -m serve build NAME... [--artifacts D] [--export-path D] [--version V]
@@ -23,7 +24,9 @@ from serve.server import (
     model_names,
     not_ready,
     start,
+    start_v2_metadata,
     stop_local,
+    v2_is_up,
     wait_ready,
 )
 
@@ -37,6 +40,8 @@ def serve(config: Path, store: Path, timeout: float) -> None:
     if is_up(server):
         print("TorchServe is already running.")
         wait_ready(server, models, timeout)
+        if server.v2 and not v2_is_up(server.v2):
+            start_v2_metadata(server, store, ROOT)
     else:
         server = start(store, ROOT, models, config=config, free_ports=False, timeout=timeout)
     print(f"TorchServe is up with {len(models)} models READY: {', '.join(models)}")
@@ -57,6 +62,9 @@ def print_examples(server: Server, models: list[str]) -> None:
                 f"  curl {auth} -H 'Content-Type: {entry['content_type']}' "
                 f"--data-binary @examples/{entry['file']} {server.inference}/predictions/{name}"
             )
+    if server.v2 and models:  # TorchServe lacks v2 metadata: serve/v2_metadata.py answers it
+        print(f"  curl {auth} {server.v2}/v2/models/{models[0]}")
+        print(f"  curl {auth} {server.v2}/v2/models/{models[0]}/ready")
     print(f"  curl -s {server.metrics}/metrics | grep ts_inference_requests_total")
     print("  make stop")
 

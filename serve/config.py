@@ -7,8 +7,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config.properties"
-# Every listener a torchserve opens; a second server beside `make serve` needs all of them free.
-ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")
+# Every listener a torchserve opens, and the harness's v2 metadata server beside it
+# (serve/v2_metadata.py); a second server beside `make serve` needs all of them free.
+ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address", "v2_metadata_address")
 PORT_KEYS = ("grpc_inference_port", "grpc_management_port")
 # Worker ports one server may use: every worker start, restarts included, takes the next one.
 WORKER_PORT_SPAN = 500

@@ -1,8 +1,9 @@
 """Writes the JSON Schemas and the OpenAPI document of the bundle from handlers/contract.py.
 
 docs/schemas/<model>.request.json and .response.json for every served model, docs/schemas/
-error.json, and docs/openapi.json (OpenAPI 3.1) for the inference routes. Generated, never
-edited: tests/unit/test_contract.py fails when a committed file differs from what this writes.
+error.json, and docs/openapi.json (OpenAPI 3.1) for the inference routes, native and v2.
+Generated, never edited: tests/unit/handlers/test_contract.py fails when a committed file
+differs from what this writes.
 Usage: python -m serve.contract [--check]
 """
 
@@ -159,15 +160,109 @@ def ping(models_: list[Model]) -> dict[str, Any]:
     }
 
 
-# The routes of docs/openapi.json, each a function of the served models returning OpenAPI paths.
-# Another protocol's routes (the Open Inference Protocol v2's /v2/models/{model}/infer) join
-# the document by appending their builder here; their types go in `components()` below.
-ROUTES: list[Callable[[list[Model]], dict[str, Any]]] = [predictions, ping]
+V2_TYPES = [
+    contract.V2InferRequest,
+    contract.V2InferResponse,
+    contract.V2ModelMetadata,
+    contract.V2ModelReady,
+    contract.V2Live,
+    contract.V2Ready,
+]
+# GET /v2/models/{m} and /ready: TorchServe answers 404, serve/v2_metadata.py answers them.
+V2_METADATA_TAG = "v2-metadata"
+V2_METADATA_SERVER = {
+    "url": "http://127.0.0.1:8084",
+    "description": "serve/v2_metadata.py beside TorchServe (config.properties v2_metadata_address)",
+}
+BINARY_BODY = (
+    "the binary tensor extension: the JSON V2InferRequest (its length in the "
+    "Inference-Header-Content-Length header), then each tensor's bytes in input order"
+)
+
+
+def json_of(*types: Any) -> dict[str, Any]:
+    """A JSON content object for one type, or any of several."""
+    schema = ref(types[0]) if len(types) == 1 else {"anyOf": [ref(t) for t in types]}
+    return {"application/json": {"schema": schema}}
+
+
+def v2(models_: list[Model]) -> dict[str, Any]:
+    """The Open Inference Protocol v2 routes: infer and health on TorchServe's inference port,
+    model metadata and readiness on the metadata server (docs/contract.md)."""
+    model = {
+        "name": "model",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [name for name, _ in models_]},
+    }
+    token = {"description": "a missing or wrong token", "content": json_of(FrontendError)}
+    unknown = {"description": "no such model", "content": json_of(FrontendError)}
+
+    def get(op: str, summary: str, ok: dict[str, Any], more: Any = None) -> dict[str, Any]:
+        responses = {"200": ok, "400": token, **(more or {})}
+        return {"get": {"operationId": op, "summary": summary, "responses": responses}}
+
+    length = {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "required": False,
+        "description": "with a binary body: the size of its JSON header",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+    binary = {"schema": {"type": "string", "format": "binary", "description": BINARY_BODY}}
+    infer = {
+        "operationId": "v2_infer",
+        "summary": "Any model, per request in a batch: tensors in, tensors out (oip_v2.SPECS)",
+        "parameters": [model, length],
+        "requestBody": {
+            "required": True,
+            "content": {**json_of(contract.V2InferRequest), "application/octet-stream": binary},
+        },
+        "responses": {
+            "200": {"description": "the outputs", "content": json_of(contract.V2InferResponse)},
+            "404": unknown,
+            **errors(),
+        },
+    }
+    down = {"description": "TorchServe does not answer", "content": json_of(FrontendError)}
+    metadata = get(
+        "v2_model_metadata",
+        "The model's input and output tensors: names, datatypes, shapes",
+        {"description": "the metadata", "content": json_of(contract.V2ModelMetadata)},
+        {"404": unknown, "503": down},
+    )
+    not_ready = {
+        "description": "not ready and why, or TorchServe does not answer",
+        "content": json_of(contract.V2ModelReady, FrontendError),
+    }
+    ready = get(
+        "v2_model_ready",
+        "200 once all the model's workers are READY",
+        {"description": "ready", "content": json_of(contract.V2ModelReady)},
+        {"404": unknown, "503": not_ready},
+    )
+    for route in (metadata, ready):
+        route["get"]["parameters"] = [model]
+        route["get"]["tags"] = [V2_METADATA_TAG]
+    live = {"description": '{"live": true}', "content": json_of(contract.V2Live)}
+    up = {"description": '{"ready": true}', "content": json_of(contract.V2Ready)}
+    return {
+        "/v2/models/{model}/infer": {"post": infer},
+        "/v2/health/live": get("v2_live", "TorchServe's frontend is up", live),
+        "/v2/health/ready": get("v2_ready", "TorchServe's frontend is up (not the models)", up),
+        "/v2/models/{model}": {"servers": [V2_METADATA_SERVER], **metadata},
+        "/v2/models/{model}/ready": {"servers": [V2_METADATA_SERVER], **ready},
+    }
+
+
+# The routes of docs/openapi.json, each a function of the served models returning OpenAPI paths;
+# their types go in `components()` below.
+ROUTES: list[Callable[[list[Model]], dict[str, Any]]] = [predictions, ping, v2]
 
 
 def components(models_: list[Model]) -> dict[str, Any]:
     """Every type the routes refer to, as OpenAPI components."""
-    types: list[Any] = [Error, FrontendError]
+    types: list[Any] = [Error, FrontendError, *V2_TYPES]
     for _, family in models_:
         types += [family.request, family.envelope, *answers(family)]
     _, defs = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")

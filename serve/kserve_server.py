@@ -1,7 +1,7 @@
 """The bundle's .mar files served by KServe's Python ModelServer: the same handlers, no TorchServe.
 
 python -m serve.kserve_server [--store model_store] [--models a,b] [--http-port 8085]
-                              [--grpc-port 8086 | --no-grpc] [--host 127.0.0.1]
+                              [--grpc-port 8087 | --no-grpc] [--host 127.0.0.1]
 
 Each .mar (or a folder holding an unpacked one) is loaded the way TorchServe's worker loads it:
 `ts.model_loader.TsModelLoader` reads MAR-INF/MANIFEST.json and the model-config.yaml it names,
@@ -11,32 +11,35 @@ goes through the handler's `handle` (its readers by Content-Type, `parse`, `coll
 - v1 `POST /v1/models/<m>:predict`: the handler's native body. JSON (a request object or
   `{"instances": [...]}`) is decoded by KServe first; any other Content-Type (text/plain, image/*)
   reaches the handler as raw bytes, as under TorchServe.
-- v2 `POST /v2/models/<m>/infer` (REST and gRPC): named tensors mapped to the native request
-  (`V2_INPUTS`) and the native answer to named tensors (`v2_outputs`).
-- `/v2/health/ready`, `/v2/models/<m>/ready`, `/v1/models/<m>`.
+- v2 `POST /v2/models/<m>/infer` (REST and gRPC): the handler decodes the tensors and answers
+  v2 itself (handlers/oip_v2.py, as under TorchServe): REST bodies reach it untouched
+  (`v2_route`), gRPC requests as the binary tensor extension (`grpc_body`).
+- `GET /v2/models/<m>` (metadata: oip_v2.metadata), `/v2/health/ready`, `/v2/models/<m>/ready`,
+  `/v1/models/<m>`.
 A request the handler refuses gets its status and its JSON error (`{"code", "field", "error"}`).
 There is no token check: bind it to loopback, or put it behind a gateway (KServe's own practice).
 """
 
 import argparse
 import asyncio
-import base64
+import importlib
 import json
 import logging
+import struct
 import sys
 import tempfile
 import threading
 import uuid
 import zipfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Optional
 
-import numpy as np
 import ts
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
-from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
-from kserve.errors import InvalidInput
+from kserve import InferRequest, InferResponse, Model, ModelServer
+from kserve.errors import InvalidInput, ModelNotFound
 from kserve.model_server import app
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
@@ -51,21 +54,6 @@ from ts.model_loader import TsModelLoader
 log = logging.getLogger(__name__)
 
 METRICS_YAML = str(Path(ts.__file__).parent / "configs" / "metrics.yaml")
-
-# v2 input tensor -> (its datatypes, how its numpy value becomes the native JSON field).
-# Interim mapping until handlers/oip_v2.py decodes v2 itself (see docs/contract.md).
-V2_INPUTS: dict[str, tuple[tuple[str, ...], str]] = {
-    "x": (("FP32", "FP64"), "x"),
-    "atoms": (("BYTES",), "atoms"),
-    "edge_index": (("INT64", "INT32"), "edge_index"),
-    "nodes": (("INT64", "INT32"), "nodes"),
-    "z": (("INT64", "INT32"), "z"),
-    "pos": (("FP32", "FP64"), "pos"),
-    "forces": (("BOOL",), "forces"),
-    "text": (("BYTES",), "text"),
-    "image": (("BYTES",), "b64"),
-}
-
 
 # Bodies that TorchServe's frontend decodes into one row key per field before a worker sees them.
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -88,83 +76,42 @@ async def handler_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content=exc.body)
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
+def oip() -> ModuleType:
+    """The handlers' oip_v2, as packed in the .mar files (on sys.path once a model is loaded)."""
+    return importlib.import_module("oip_v2")
 
 
-def v2_payload(request: InferRequest) -> dict[str, Any]:
-    """A v2 request's named tensors as the handler's native JSON request (one request object)."""
-    payload: dict[str, Any] = {}
+def grpc_body(request: InferRequest) -> tuple[bytes, dict[str, str]]:
+    """A gRPC v2 request as the REST binary tensor extension carries it: (body, its header).
+
+    The handler decodes v2 itself (handlers/oip_v2.py), from the body TorchServe would pass it.
+    gRPC carries BYTES elements as bytes (not JSON text) and tritonclient sends every tensor in
+    `raw_input_contents`: those go after the JSON header, BYTES length-prefixed as the
+    extension has them; numeric `contents` stay JSON data.
+    """
+    inputs, raw = [], []
     for tensor in request.inputs:
-        if tensor.name not in V2_INPUTS:
-            raise HandlerError(
-                400,
-                {"code": 400, "field": tensor.name, "error": f"{tensor.name}: unknown tensor; "
-                 f"known: {', '.join(V2_INPUTS)}"},
-            )  # fmt: skip
-        datatypes, field = V2_INPUTS[tensor.name]
-        if tensor.datatype not in datatypes:
-            raise HandlerError(
-                400,
-                {"code": 400, "field": tensor.name, "error": f"{tensor.name}: datatype "
-                 f"{tensor.datatype}, expected {' or '.join(datatypes)}"},
-            )  # fmt: skip
-        try:
-            value = tensor.as_numpy()
-        except ValueError as e:  # data that does not fill its declared shape
-            raise HandlerError(
-                400, {"code": 400, "field": tensor.name, "error": f"{tensor.name}: {e}"}
-            ) from None
-        if tensor.name == "forces":
-            payload[field] = bool(value.reshape(-1)[0]) if value.size else False
-        elif tensor.name in ("text", "image"):
-            if value.size != 1:
-                raise HandlerError(
-                    400,
-                    {"code": 400, "field": tensor.name,
-                     "error": f"{tensor.name}: shape {list(value.shape)}, expected [1]"},
-                )  # fmt: skip
-            item = value.reshape(-1)[0]
-            # JSON carries the image as base64 text; the binary extension as the file's bytes.
-            if tensor.name == "image" and isinstance(item, (bytes, bytearray)):
-                item = base64.b64encode(item).decode()
-            payload[field] = _text(item)
-        elif tensor.datatype == "BYTES":
-            payload[field] = [_text(v) for v in value.reshape(-1)]
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype}
+        entry["shape"] = list(tensor.shape)
+        params = dict(tensor.parameters or {})
+        data = tensor._raw_data  # KServe keeps raw_input_contents here, unparsed
+        if data is None and tensor.datatype == "BYTES":
+            data = b"".join(struct.pack("<I", len(v)) + v for v in tensor.data)
+        if data is None:
+            entry["data"] = tensor.data
         else:
-            payload[field] = value.tolist()
-    return payload
-
-
-def v2_outputs(answer: dict[str, Any]) -> list[InferOutput]:
-    """The handler's native answer as named v2 tensors."""
-    outputs: list[InferOutput] = []
-
-    def add(name: str, datatype: str, array: np.ndarray) -> None:
-        out = InferOutput(name, list(array.shape), datatype)
-        out.set_data_from_numpy(array, binary_data=False)
-        outputs.append(out)
-
-    if "energy" in answer:  # QM9: energy FP64 [1], forces FP32 [N, 3]
-        add("energy", "FP64", np.array([answer["energy"]], dtype=np.float64))
-        if "forces" in answer:
-            add("forces", "FP32", np.array(answer["forces"], dtype=np.float32).reshape(-1, 3))
-    elif "predictions" in answer:  # node classification: one row per requested node
-        rows = answer["predictions"]
-        add("node", "INT64", np.array([r["node"] for r in rows], dtype=np.int64))
-        add("label", "BYTES", np.array([r["label"] for r in rows], dtype=object))
-        probs = [list(r["probabilities"].values()) for r in rows]
-        add("probabilities", "FP32", np.array(probs, dtype=np.float32))
-    elif "top_k" in answer:  # images: the top k classes, best first
-        add("label", "BYTES", np.array([answer["label"]], dtype=object))
-        add("labels", "BYTES", np.array([t["label"] for t in answer["top_k"]], dtype=object))
-        top = [t["probability"] for t in answer["top_k"]]
-        add("probabilities", "FP32", np.array(top, dtype=np.float32))
-    else:  # classifiers: label BYTES [1], probabilities FP32 [C] in the model's label order
-        add("label", "BYTES", np.array([answer["label"]], dtype=object))
-        probs = list(answer["probabilities"].values())
-        add("probabilities", "FP32", np.array(probs, dtype=np.float32))
-    return outputs
+            params["binary_data_size"] = len(data)
+            raw.append(data)
+        if params:
+            entry["parameters"] = params
+        inputs.append(entry)
+    head: dict[str, Any] = {"inputs": inputs}
+    if request.id:
+        head["id"] = request.id
+    if request.request_outputs:
+        head["outputs"] = [{"name": o.name} for o in request.request_outputs]
+    header = json.dumps(head).encode()
+    return header + b"".join(raw), {oip().HEADER.lower(): str(len(header))}
 
 
 async def form_row(body: bytes, content_type: str) -> dict[str, Any]:
@@ -239,37 +186,74 @@ class HandlerModel(Model):
             status = ctx.get_response_status(0)[0] or 200
             return status, json.loads(out), dict(ctx.get_response_headers(0))
 
+    def handler(self) -> Any:
+        """The handler instance (TsModelLoader's entry point is its bound `handle`)."""
+        return self.service._entry_point.__self__
+
+    def metadata(self) -> dict[str, Any]:
+        """GET /v2/models/<m>: the v2 tensors that the handler's own oip_v2 declares."""
+        handler = self.handler()
+        version = handler.model_identity()[1]
+        return oip().metadata(oip().kind_for(handler), handler.meta, self.name, version)
+
+    def get_input_types(self) -> list[dict]:
+        """KServe's model metadata inputs (the v2 metadata's)."""
+        return self.metadata()["inputs"]
+
+    def get_output_types(self) -> list[dict]:
+        """KServe's model metadata outputs (the v2 metadata's)."""
+        return self.metadata()["outputs"]
+
+    async def answer(self, row: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any, dict]:
+        """`handle` off the event loop, so health checks answer during a forward."""
+        return await asyncio.to_thread(self.handle, row, headers)
+
     async def predict(
         self,
         payload: dict | bytes | InferRequest,
         headers: Optional[dict[str, str]] = None,
         response_headers: Optional[dict[str, str]] = None,
     ) -> dict | InferResponse:
-        """v1: the native body to the native answer; v2: tensors to the native request and back."""
+        """v1: the native body to the native answer; gRPC v2: the request as the binary tensor
+        extension to the handler, its v2 answer back (REST v2 takes `v2_infer`'s route)."""
         headers = dict(headers or {})
-        v2 = isinstance(payload, InferRequest)
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if isinstance(payload, InferRequest):
-            row: dict[str, Any] = {"body": v2_payload(payload)}
-            # The handler reads the native JSON it was given, not the v2 envelope's headers.
-            headers = {"content-type": "application/json"}
+            body, headers = grpc_body(payload)
+            # A Host header: the handler reads it as REST (a 4xx, not TorchServe's gRPC quirk).
+            headers["host"] = "grpc"
+            row: dict[str, Any] = {"body": body}
         elif isinstance(payload, bytes) and ctype in FORMS:
             row = await form_row(payload, headers["content-type"])
         else:
             row = {"body": payload}
-        # The forward runs off the event loop, so health checks answer during it.
-        status, answer, extra = await asyncio.to_thread(self.handle, row, headers)
+        status, answer, extra = await self.answer(row, headers)
         if response_headers is not None:
             response_headers.update(extra)
             response_headers.pop("Content-Type", None)
         if status >= 300:
             raise HandlerError(status, answer)
-        if not v2:
-            return answer
-        assert isinstance(payload, InferRequest)
-        return InferResponse(
-            payload.id or str(uuid.uuid4()), self.name, v2_outputs(answer), from_grpc=False
-        )
+        if isinstance(payload, InferRequest):
+            return InferResponse.from_rest(answer)
+        return answer
+
+
+def v2_route(models: dict[str, HandlerModel]) -> None:
+    """REST `POST /v2/models/<m>/infer` ahead of KServe's own: the body and headers reach the
+    handler untouched, as TorchServe's frontend passes them, so JSON and the binary extension
+    are decoded by the handler's oip_v2 alone (KServe's decoder would parse them first, refuse
+    non-UTF-8 BYTES such as an image, and answer bad shapes with its own errors)."""
+
+    async def v2_infer(model_name: str, request: Request) -> Response:
+        model = models.get(model_name)
+        if model is None:
+            raise ModelNotFound(model_name)
+        row = {"body": await request.body()}
+        status, answer, extra = await model.answer(row, dict(request.headers))
+        extra.pop("Content-Type", None)
+        return JSONResponse(status_code=status, content=answer, headers=extra)
+
+    app.add_api_route("/v2/models/{model_name}/infer", v2_infer, methods=["POST"])
 
 
 class LoopbackGRPCServer(GRPCServer):
@@ -342,13 +326,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--models", default="", help="comma-separated names (default: all)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--http-port", type=int, default=8085)
-    parser.add_argument("--grpc-port", type=int, default=8086)
+    # Not 8086: the container's probe port (docker/entrypoint.py); 8080-8085 are taken too.
+    parser.add_argument("--grpc-port", type=int, default=8087)
     parser.add_argument("--no-grpc", action="store_true")
     args = parser.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
     with tempfile.TemporaryDirectory(prefix="kserve-mar-") as workdir:
         models = load_models(args.store, names, Path(workdir))
         app.add_exception_handler(HandlerError, handler_error)
+        v2_route({m.name: m for m in models})
         server = BundleModelServer(
             args.host, args.http_port, None if args.no_grpc else args.grpc_port
         )

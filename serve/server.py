@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from serve.client import ManagementClient, exchange, http, parsed, token
-from serve.config import CONFIG, free_addresses, read_properties, write_properties
+from serve.config import CONFIG, ROOT, free_addresses, read_properties, write_properties
+from serve.v2_metadata import workers_problem
 
 # The launcher `torchserve` runs, without needing the venv's bin/ on PATH.
 LAUNCHER = [sys.executable, "-c", "from ts.model_server import start; start()"]
@@ -29,6 +30,9 @@ class Server:
     artifacts: Optional[Path]
     log_dir: Path
     proc: Optional[subprocess.Popen]  # None: a server this process did not start
+    # The v2 metadata server beside it (serve/v2_metadata.py): its URL, and its process.
+    v2: Optional[str] = None
+    v2_proc: Optional[subprocess.Popen] = None
 
     def token(self, kind: str = "inference") -> Optional[str]:
         return token(kind, self.key_file) if self.key_file is not None else None
@@ -53,17 +57,42 @@ class Server:
         return status, json.loads(raw) if status < 300 else parsed(raw), dict(headers)
 
     def stop(self) -> Optional[int]:
-        """SIGTERM to the whole process group (frontend and workers); returns the exit code."""
+        """SIGTERM to the whole process group (frontend and workers) and to the metadata
+        server; returns torchserve's exit code."""
+        if self.v2_proc is not None:
+            terminate(self.v2_proc)
         if self.proc is None:
             return None  # not ours to stop (`python -m serve stop` stops `make serve`'s)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc)
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 60) -> int:
+    """SIGTERM to a process group we started, SIGKILL after `timeout`; its exit code."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
+def spawn(
+    cmd: list[str], cwd: Path, log: Path, env: Optional[Mapping[str, str]] = None
+) -> subprocess.Popen:
+    """Starts a server in its own session (it outlives the caller until stopped), output to
+    `log`: it must not hold our stdout/stderr open, or `make serve | tee` never ends."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def model_names(store: Path) -> list[str]:
@@ -109,17 +138,8 @@ def start(
     cmd += ["--model-store", str(store), "--models", "all"]
     if not token_auth:
         cmd.append("--disable-token-auth")
-    # The server must not hold our stdout/stderr open, or `make serve | tee` never ends.
-    with open(log_dir / "torchserve.out", "ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=workdir,  # torchserve writes key_file.json to its working directory
-            env=run_env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # torchserve writes key_file.json to its working directory.
+    proc = spawn(cmd, workdir, log_dir / "torchserve.out", run_env)
     server = Server(
         props["inference_address"],
         props["management_address"],
@@ -131,10 +151,46 @@ def start(
     )
     try:
         wait_ready(server, model_names(store) if models is None else list(models), timeout)
+        if props.get("v2_metadata_address"):
+            server.v2 = props["v2_metadata_address"]
+            server.v2_proc = start_v2_metadata(server, store, workdir)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+# `make serve`'s metadata server, for `make stop` (torchserve keeps its own pid file).
+V2_PID_FILE = ".v2_metadata.pid"
+
+
+def start_v2_metadata(server: Server, store: Path, workdir: Path) -> subprocess.Popen:
+    """Starts serve/v2_metadata.py for `server` (in its own session, like torchserve) and
+    waits until it listens; its pid goes to workdir/.v2_metadata.pid."""
+    assert server.v2 is not None
+    cmd = [sys.executable, "-m", "serve.v2_metadata", "--address", server.v2]
+    cmd += ["--management", server.management, "--store", str(Path(store).resolve())]
+    if server.key_file is not None:
+        cmd += ["--key-file", str(Path(server.key_file).resolve())]
+    proc = spawn(cmd, ROOT, server.log_dir / "v2_metadata.out")
+    (Path(workdir) / V2_PID_FILE).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 30
+    while not v2_is_up(server.v2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            terminate(proc)
+            log = (server.log_dir / "v2_metadata.out").read_text()[-2000:]
+            raise RuntimeError(f"v2 metadata server did not start:\n{log}")
+        time.sleep(0.2)
+    return proc
+
+
+def v2_is_up(url: str) -> bool:
+    """Whether the v2 metadata server listens at `url` (any answer counts)."""
+    try:
+        http(f"{url}/v2/models", timeout=2)
+        return True
+    except OSError:
+        return False
 
 
 def wait_ready(server: Server, models: list[str], timeout: float = 300) -> float:
@@ -184,12 +240,9 @@ def not_ready(server: Server, models: Sequence[str]) -> list[str]:
             if status != 200:
                 found.append(f"{name}: describe answered {status}")
                 continue
-            desc = json.loads(body)[0]
-            workers = desc.get("workers", [])
-            wanted = max(int(desc.get("minWorkers", 1)), 1, len(workers))
-            ready = sum(w.get("status") == "READY" for w in workers)
-            if ready < wanted:
-                found.append(f"{name}: {ready}/{wanted} workers READY")
+            problem = workers_problem(json.loads(body)[0])
+            if problem:
+                found.append(f"{name}: {problem}")
         return found
     except (OSError, KeyError, ValueError) as e:
         return [f"not answering: {e}"]
@@ -206,6 +259,7 @@ def attach(config: Path = CONFIG, workdir: Path = CONFIG.parent) -> Server:
         None,
         Path(workdir) / "logs",
         None,
+        props.get("v2_metadata_address"),
     )
 
 
@@ -218,5 +272,15 @@ def is_up(server: Server) -> bool:
 
 
 def stop_local(root: Path) -> None:
-    """Stops the torchserve that `make serve` started (its pid file is in the usual TMPDIR)."""
+    """Stops the torchserve that `make serve` started (its pid file is in the usual TMPDIR),
+    and its v2 metadata server (pid in root/.v2_metadata.pid)."""
+    pid_file = Path(root) / V2_PID_FILE
+    try:
+        pid = int(pid_file.read_text())
+        # Only when the pid is still that server's (not a later process given the same pid).
+        if b"serve.v2_metadata" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.killpg(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass  # not running
+    pid_file.unlink(missing_ok=True)
     subprocess.run([*LAUNCHER, "--stop"], cwd=root, check=False)

@@ -99,6 +99,13 @@ def test_ready_only_when_every_worker_is_and_sigterm_drains_in_flight_requests(
         assert not_ready, "the probe answered 200 before TorchServe could have loaded anything"
         assert all(status in (0, 503) and body["problems"] for status, body in not_ready)
         assert probe(f"{probes}/live")[0] == 200
+        # The probe port also serves v2 metadata (serve/v2_metadata.py; no token: TOKEN_AUTH off).
+        status, metadata = probe(f"{probes}/v2/models/mutag_gcn")
+        assert status == 200 and metadata["name"] == "mutag_gcn", metadata
+        assert {t["name"] for t in metadata["inputs"]} == {"x", "atoms", "edge_index"}
+        ready = probe(f"{probes}/v2/models/mutag_gcn/ready")
+        assert ready == (200, {"name": "mutag_gcn", "ready": True})
+        assert probe(f"{probes}/v2/models/no_such_model")[0] == 404
 
         # Load: CLIENTS threads keep a request in flight each; a router stops sending once
         # /ready is 503, as Cloud Run and a Kubernetes Service do.

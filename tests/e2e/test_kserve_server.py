@@ -16,9 +16,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
+import tritonclient.http as triton
 
+from serve.client import exchange
 from serve.config import ROOT, free_addresses
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -248,6 +251,12 @@ def outputs(answer: dict[str, Any]) -> dict[str, list]:
     return {o["name"]: o["data"] for o in answer["outputs"]}
 
 
+def labels(answer: dict[str, Any]) -> list[str]:
+    """The label order of a v2 answer's `probabilities` (its `parameters.labels`)."""
+    (probs,) = [o for o in answer["outputs"] if o["name"] == "probabilities"]
+    return probs["parameters"]["labels"].split(",")
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_v2_infer_matches_native(every_model_server, every_model_store, kserve, examples_dir, name):
     """v2 tensors in, named tensors out: the same numbers as TorchServe's native answer."""
@@ -269,12 +278,43 @@ def test_v2_infer_matches_native(every_model_server, every_model_store, kserve, 
     elif name == "qm9_et":
         close([want["energy"]], got["energy"])
         close([v for row in want["forces"] for v in row], got["forces"])
-    elif name == "flowers_cnn":
+    elif name == "flowers_cnn":  # every class in label order; the native answer's top k
         assert got["label"] == [want["label"]]
-        close([t["probability"] for t in want["top_k"]], got["probabilities"])
+        probs = dict(zip(labels(r.json()), got["probabilities"]))
+        close([t["probability"] for t in want["top_k"]], [probs[t["label"]] for t in want["top_k"]])
     else:
         assert got["label"] == [want["label"]]
         close(list(want["probabilities"].values()), got["probabilities"])
+
+
+def binary_inputs(request: dict[str, Any]) -> list[triton.InferInput]:
+    """tritonclient's inputs for a JSON v2 request, every tensor in the binary extension (an
+    image as the file's own bytes, not UTF-8, which only the handler's decoder takes)."""
+    out = []
+    for t in request["inputs"]:
+        data = t["data"]
+        if t["name"] == "image":
+            data = [base64.b64decode(data[0])]
+        dtype = {"FP32": np.float32, "INT64": np.int64, "BOOL": np.bool_}.get(t["datatype"], object)
+        tensor = triton.InferInput(t["name"], t["shape"], t["datatype"])
+        tensor.set_data_from_numpy(np.array(data, dtype=dtype).reshape(t["shape"]))
+        out.append(tensor)
+    return out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tritonclient_binary_v2_matches_torchserve(
+    every_model_server, every_model_store, kserve, examples_dir, name
+):
+    """The same binary-extension v2 request from tritonclient to TorchServe's and to KServe's
+    `/v2/models/<m>/infer`: the same v2 answer (outputs, labels, id and version)."""
+    inputs = binary_inputs(v2_request(every_model_store, name, v2_native(examples_dir, name)))
+    auth = {"Authorization": f"Bearer {every_model_server.token()}"}
+    ts_url = every_model_server.inference.removeprefix("http://")
+    ts = triton.InferenceServerClient(ts_url, network_timeout=120).infer(name, inputs, headers=auth)
+    ks_url = kserve["url"].removeprefix("http://")
+    ks = triton.InferenceServerClient(ks_url, network_timeout=120).infer(name, inputs)
+    close(ts.get_response(), ks.get_response())
 
 
 def test_v2_bad_tensors_get_json_errors(kserve):
@@ -310,6 +350,20 @@ def test_health_and_readiness(kserve):
         assert r.status_code == 200 and r.json()["ready"] is True, r.text
         assert requests.get(f"{url}/v1/models/{name}", timeout=10).json()["ready"] is True
     assert requests.get(f"{url}/v2/models/no_such_model/ready", timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_metadata_matches_the_torchserve_side(every_model_server, kserve, name):
+    """KServe's GET /v2/models/<m> (the handler's oip_v2 declarations) names the tensors that
+    the v2 metadata server beside TorchServe names (serve/v2_metadata.py)."""
+    ks = requests.get(f"{kserve['url']}/v2/models/{name}", timeout=10)
+    assert ks.status_code == 200, ks.text
+    status, raw, _ = exchange(
+        f"{every_model_server.v2}/v2/models/{name}", every_model_server.token()
+    )
+    ts = json.loads(raw)
+    assert status == 200 and ks.json()["name"] == ts["name"] == name
+    assert (ks.json()["inputs"], ks.json()["outputs"]) == (ts["inputs"], ts["outputs"])
 
 
 GRPC_CLIENT = """

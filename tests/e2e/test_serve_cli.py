@@ -37,11 +37,17 @@ def test_start_prints_working_examples_then_stop_ends_it(graph_store, tmp_path):
         assert f"{props['inference_address']}/ping" in started.stdout
         tok = json.loads((ROOT / "key_file.json").read_text())["inference"]["key"]
         assert http(f"{props['inference_address']}/ping", tok)[0] == 200
+        # ... and the v2 metadata server beside it (serve/v2_metadata.py), printed too.
+        metadata = f"{props['v2_metadata_address']}/v2/models/{names[0]}"
+        assert metadata in started.stdout
+        assert http(metadata, tok)[0] == 200
+        assert http(f"{metadata}/ready", tok)[0] == 200
         again = cli("start", "--config", str(config), "--store", str(graph_store))
         assert "already running" in again.stdout
     finally:
         stopped = cli("stop", timeout=120)
     assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     assert not (ROOT / "key_file.json").exists()  # torchserve --stop removes it
-    with pytest.raises(OSError):  # nothing listens any more
-        http(f"{props['inference_address']}/ping", timeout=5)
+    for url in (f"{props['inference_address']}/ping", f"{props['v2_metadata_address']}/v2/"):
+        with pytest.raises(OSError):  # nothing listens any more
+            http(url, timeout=5)

@@ -5,10 +5,12 @@ import base64
 import json
 import struct
 
+import msgspec
 import oip_v2
 import pytest
 from request_error import RequestError
 
+import contract
 from tests.unit.conftest import JSON, call
 from tests.unit.graph import test_handlers as graph
 
@@ -170,13 +172,18 @@ def test_encode_classifier_probabilities_in_label_order():
         "probability": 0.7,
         "top_k": [{"label": "b", "probability": 0.7}, {"label": "a", "probability": 0.3}],
     }
-    out = oip_v2.encode("ImageClassifierHandler", image, call, ["a", "b"], "m", "1")["outputs"]
+    response = oip_v2.encode("ImageClassifierHandler", image, call, ["a", "b"], "m", "1")
+    out = response["outputs"]
     assert out[0] == {"name": "label", "datatype": "BYTES", "shape": [1], "data": ["b"]}
     assert out[1]["data"] == [0.3, 0.7] and out[1]["shape"] == [2]
+    msgspec.convert(response, contract.V2InferResponse)  # the documented type (docs/openapi.json)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({**response, "id": None}, contract.V2InferResponse)
 
 
 def test_metadata_lists_the_declared_tensors():
     md = oip_v2.metadata(NODE, META, "cora_gcn", "1.0")
+    msgspec.convert(md, contract.V2ModelMetadata)
     assert md["inputs"][0] == {"name": "x", "datatype": "FP32", "shape": [-1, 3]}
     assert [o["name"] for o in md["outputs"]] == ["node", "label", "probabilities"]
     assert md["outputs"][2]["shape"] == [-1, 2]
@@ -190,6 +197,33 @@ def test_every_handler_class_declares_its_tensors():
         "TextClassifierHandler",
         "ImageClassifierHandler",
     }
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "node_classifier",
+        "graph_classifier",
+        "molecule_energy",
+        "text_classifier",
+        "image_classifier",
+    ],
+)
+def test_the_handler_source_names_the_class_kind(module):
+    """kind_for_source (what serve/v2_metadata.py reads from a .mar) agrees with the import."""
+    import importlib
+
+    from serve.config import ROOT
+
+    source = (ROOT / "handlers" / f"{module}.py").read_text()
+    handler = next(
+        v
+        for v in vars(importlib.import_module(module)).values()
+        if isinstance(v, type) and v.__module__ == module and v.__name__.endswith("Handler")
+    )
+    assert oip_v2.kind_for_source(source) == oip_v2.kind_for(handler)
+    with pytest.raises(KeyError):
+        oip_v2.kind_for_source("class Other(Base):\n    pass\n")
 
 
 def test_a_batch_mixing_native_v2_and_bad_v2_answers_each_alone(node_handler):
