@@ -116,6 +116,8 @@ COPY docker/entrypoint.py docker/healthcheck.py docker/log4j2.xml /opt/serve/
 # The KServe runtime's server (an image built with WITH_KSERVE=1 can run it).
 COPY serve/kserve_server.py /opt/serve/
 COPY config.properties ./config.properties
+# The model metrics TorchServe exports (config.properties `metrics_config`; docs/monitoring.md).
+COPY metrics.yaml ./metrics.yaml
 # Every .mar that `make archive` built; .dockerignore lets nothing else of model_store/ in.
 COPY model_store/ ./model_store/
 USER model-server
