@@ -129,25 +129,33 @@ def test_every_rule_evaluates_without_error(scraped):
 
 
 def alert_states(prom) -> dict[tuple[str, str], str]:
-    """{(alertname, model or ""): state} of the pending and firing alerts."""
-    return {
-        (a["labels"]["alertname"], a["labels"].get("model", "")): a["state"] for a in prom.alerts()
-    }
+    """{(alertname, model or model_name or ""): state} of the pending and firing alerts."""
+    out = {}
+    for a in prom.alerts():
+        labels = a["labels"]
+        out[(labels["alertname"], labels.get("model", labels.get("model_name", "")))] = a["state"]
+    return out
 
 
 def test_latency_rule_expression_has_a_value_per_served_model(scraped, examples_dir):
     rule = next(r for r in scraped.rules() if r["name"] == "ModelLatencyHigh")
-    expr = rule["query"].rsplit(">", 1)[0]
+    expr, bound = rule["query"].rsplit(">", 1)
     got = {r["metric"]["model_name"]: float(r["value"][1]) for r in scraped.query(expr)}
     served = set(json.loads((examples_dir / "index.json").read_text()))
     assert served <= set(got) and all(0 < v < 60_000 for v in got.values()), got
-    assert ("ModelLatencyHigh", "") not in alert_states(scraped)
+    # On a loaded machine a slow model's mean may pass the bound: the alert must agree with the
+    # expression's values (give or take what one evaluation interval moves a 5-minute mean).
+    pending = {m for (name, m) in alert_states(scraped) if name == "ModelLatencyHigh"}
+    assert all(got[m] > 0.8 * float(bound) for m in pending), (pending, got)
+    assert all(m in pending for m, v in got.items() if v > 1.2 * float(bound)), (pending, got)
+    print(f"mean latency (ms) per model: {got}; ModelLatencyHigh pending for {sorted(pending)}")
 
 
 def test_5xx_answers_put_the_error_ratio_alert_pending(scraped, every_model_server):
-    # TorchServe's frontend answers a malformed multipart body with 500 before any worker sees
-    # it (README, "Request contract"): a real 5xx, counted in Requests5XX.
-    bad = b'--x\r\nContent-Disposition: form-data; name="data"\r\n\r\nno closing boundary'
+    # TorchServe's frontend answers a multipart part without a name with 500 before any worker
+    # sees it (ErrorDataDecoderException; README, "Request contract"): a real 5xx, in Requests5XX.
+    bad = b"--x\r\nContent-Disposition: form-data\r\n\r\nvalue\r\n--x--\r\n"
+    assert ("ServerErrorRatioHigh", "") not in alert_states(scraped)  # no 5xx so far
     codes = [
         send(every_model_server, "flowers_cnn", bad, "multipart/form-data; boundary=x")
         for _ in range(20)
