@@ -67,12 +67,12 @@ ROWS = [
                 "TorchServe counts latency as a sum of microseconds per model: a mean, not a p99.",
             ),
             Panel(
-                "5xx ratio (all models)",
+                "5xx per inference request (all models)",
                 "percentunit",
                 [
                     (
-                        f"sum(rate(Requests5XX{W})) / ((sum(rate(Requests2XX{W})) or vector(0)) + "
-                        f"(sum(rate(Requests4XX{W})) or vector(0)) + sum(rate(Requests5XX{W})))",
+                        f"sum(rate(Requests5XX{W})) / (sum(rate(ts_inference_requests_total{W}))"
+                        f" + sum(rate(Requests5XX{W})))",
                         "5xx",
                     )
                 ],
