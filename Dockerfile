@@ -119,6 +119,8 @@ COPY serve/v2_metadata.py handlers/oip_v2.py handlers/request_error.py /opt/serv
 # The KServe runtime's server (an image built with WITH_KSERVE=1 can run it).
 COPY serve/kserve_server.py /opt/serve/
 COPY config.properties ./config.properties
+# The model metrics TorchServe exports (config.properties `metrics_config`; docs/monitoring.md).
+COPY metrics.yaml ./metrics.yaml
 # Every .mar that `make archive` built; .dockerignore lets nothing else of model_store/ in.
 COPY model_store/ ./model_store/
 USER model-server

@@ -26,7 +26,7 @@ TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv java data train archive examples serve stop status test test-unit test-e2e \
+.PHONY: help venv java prometheus monitor monitor-stop bench-metrics data train archive examples serve stop status test test-unit test-e2e \
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
         chaos overload soak fuzz contract bench-parse kserve-venv serve-kserve
@@ -45,6 +45,16 @@ $(VENV)/.installed: requirements/serve.txt requirements/train.txt requirements/d
 
 java: ## Check for Java 17+ and install it with apt if missing
 	@scripts/ensure_java.sh
+
+prometheus: ## Check for prometheus and promtool and install Debian's package with apt if missing
+	@scripts/ensure_prometheus.sh
+
+MONITOR_PORT ?= 9090
+monitor: venv prometheus ## Start Prometheus on 127.0.0.1:9090 (MONITOR_PORT): scrapes TorchServe and the monitor, evaluates the alerts
+	$(PY) -m serve monitor --port $(MONITOR_PORT)
+
+monitor-stop: ## Stop the Prometheus of `make monitor`
+	-@$(PY) -m serve monitor --stop
 
 data: data/.prepared ## Get the datasets (links from $$DATA_MIRROR when set, else downloads)
 
@@ -92,18 +102,22 @@ status: ## Is TorchServe up, and which models it serves
 
 # `make lint` first: a tree that does not lint is not worth the e2e minutes.
 COV_FAIL_UNDER ?= 80
-test: venv kserve-venv java lint ## Lint, then the whole test suite (unit, then e2e against the real torchserve)
+test: venv kserve-venv java prometheus lint ## Lint, then the whole test suite (unit, then e2e against the real torchserve)
 	$(PY) -m pytest --cov=handlers --cov=train --cov=serve --cov=online \
 	  --cov-report=term-missing:skip-covered --cov-fail-under=$(COV_FAIL_UNDER) $(PYTEST_ARGS)
 
-test-unit: venv ## Unit tests only
+test-unit: venv prometheus ## Unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-e2e: venv kserve-venv java ## End-to-end tests only
+test-e2e: venv kserve-venv java prometheus ## End-to-end tests only
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 bench: venv java archive ## In-process vs served latency; writes benchmarks/results/
 	$(PY) -m benchmarks.latency
+
+BENCH_METRICS_ARGS ?=
+bench-metrics: venv java archive examples ## p50 at 1 client with the model metrics on and off; writes benchmarks/results/metrics_cost.json
+	$(PY) -m benchmarks.metrics_cost $(BENCH_METRICS_ARGS)
 
 # Load tests (docs/loadtests.md). HOST/TOKEN point them at a remote deployment.
 HOST        ?= http://127.0.0.1:8080

@@ -10,6 +10,8 @@ Environment (all optional):
   MODEL_STORE          folder of .mar files (default /home/model-server/model_store)
   BASE_CONFIG          config.properties to start from (default: the bundle's)
   METRICS_PORT         Prometheus metrics on 0.0.0.0:METRICS_PORT (default: loopback 8082 only)
+  METRICS_CONFIG       TorchServe's metrics.yaml (default: the one beside BASE_CONFIG, else the
+                       image's /home/model-server/metrics.yaml)
   RUN_DIR              writable folder for the generated config, key file and unpacked models
   PROBE_PORT           the tokenless probe server of this process on 0.0.0.0 (default 8086):
                        GET /ready 200 once every model has its workers READY, 503 with the
@@ -176,6 +178,9 @@ def render_config(base: str, env: Mapping[str, str], store: Path) -> str:
         "allowed_urls": f"^file://{store}/[A-Za-z0-9_.-]+\\\\.mar$",
         "disable_token_authorization": "false" if token_auth(env) else "true",
     }
+    if env.get("METRICS_CONFIG"):
+        # By absolute path: TorchServe runs in RUN_DIR and would read a relative one from there.
+        overrides["metrics_config"] = env["METRICS_CONFIG"]
     lines, seen = [], set()
     for line in base.splitlines():
         key = line.split("=", 1)[0].strip()
@@ -188,6 +193,19 @@ def render_config(base: str, env: Mapping[str, str], store: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def metrics_config(env: Mapping[str, str], base: Path) -> str:
+    """METRICS_CONFIG, else the bundle's metrics.yaml beside the base config or in the image,
+    else TorchServe's own (the handlers then log once that their model metrics are undeclared)."""
+    if env.get("METRICS_CONFIG"):
+        return env["METRICS_CONFIG"]
+    for path in (base.parent / "metrics.yaml", HOME / "metrics.yaml"):
+        if path.is_file():
+            return str(path)
+    spec = importlib.util.find_spec("ts")
+    assert spec is not None and spec.origin is not None
+    return str(Path(spec.origin).parent / "configs" / "metrics.yaml")
+
+
 def prepare(env: Mapping[str, str]) -> tuple[Path, list[str], list[str]]:
     """Writes the config and runtime.json under RUN_DIR; returns (run dir, models, command)."""
     store = Path(env.get("MODEL_STORE", str(HOME / "model_store")))
@@ -195,7 +213,9 @@ def prepare(env: Mapping[str, str]) -> tuple[Path, list[str], list[str]]:
     run_dir = Path(env.get("RUN_DIR", "/tmp/torchserve"))
     models = served_models(env, store)
     check_vertex_routes(env, models)
-    config = render_config(base.read_text(), env, store)
+    config = render_config(
+        base.read_text(), {**env, "METRICS_CONFIG": metrics_config(env, base)}, store
+    )
     (run_dir / "tmp").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.properties").write_text(config)
     private = private_ports(env)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from model_metrics import EDGES, NODES, Observed
 from torch import Tensor
 
 from contract import GraphRequest, validate
@@ -108,3 +109,14 @@ class GraphClassifierHandler(JsonBatchHandler):
             {"label": labels[int(p.argmax())], "probabilities": probabilities(p, labels)}
             for p in probs
         ]
+
+    def observe(self, items: list[Graph], outputs: list[dict]) -> Observed:
+        """Nodes and edges of each molecule; its label and the label's probability."""
+        return Observed(
+            sizes={
+                NODES: sum(int(g.x.size(0)) for g in items),
+                EDGES: sum(int(g.edge_index.size(1)) for g in items),
+            },
+            labels=[out["label"] for out in outputs],
+            top1=[out["probabilities"][out["label"]] for out in outputs],
+        )

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import torch
 from image_request import ImageItem, b64_bytes, decode_image, topk_value
+from model_metrics import BYTES, PIXELS, Observed
 from torch import Tensor
 
 from contract import B64, ImageEnvelopeParameters, ImageRequest, validate
@@ -63,12 +64,13 @@ class ImageClassifierHandler(JsonBatchHandler):
     def read_form(self, row: dict, idx: int) -> ImageItem:
         """Reader of multipart forms: the uploaded file's image."""
         field, data = self._form_file(row)
-        return ImageItem(self._decode(data, field))
+        return ImageItem(self._decode(data, field), nbytes=len(data))
 
     def read_image(self, row: dict, idx: int) -> ImageItem:
         """Reader of raw image bytes (image/*, application/octet-stream, no Content-Type)."""
         body = self.body(row)
-        return ImageItem(self._decode(body if body is not None else b"", "body"))
+        image = self._decode(body if body is not None else b"", "body")
+        return ImageItem(image, nbytes=len(body))
 
     def amend(self, items: list[ImageItem], row: dict, idx: int) -> None:
         """A form field, query parameter or X-TopK header sets k where the body did not."""
@@ -103,7 +105,7 @@ class ImageClassifierHandler(JsonBatchHandler):
         value = value.b64 if isinstance(value, B64) else value
         data = b64_bytes(value, self.config["max_body_bytes"], field)
         k = topk_value(req.topk, len(self.labels)) if req.topk is not None else None
-        return ImageItem(self._decode(data, field), k)
+        return ImageItem(self._decode(data, field), k, len(data))
 
     def _form_file(self, row: dict) -> tuple[str, bytes | bytearray]:
         """The uploaded file of a multipart form: TorchServe passes each form field as a key."""
@@ -152,3 +154,14 @@ class ImageClassifierHandler(JsonBatchHandler):
             ]
             results.append({**top[0], "top_k": top})
         return results
+
+    def observe(self, items: list[ImageItem], outputs: list[dict]) -> Observed:
+        """Pixels as decoded and bytes as sent of each image; its label and probability."""
+        return Observed(
+            sizes={
+                PIXELS: sum(int(it.image.size(1) * it.image.size(2)) for it in items),
+                BYTES: sum(it.nbytes for it in items),
+            },
+            labels=[out["label"] for out in outputs],
+            top1=[out["probability"] for out in outputs],
+        )

@@ -19,10 +19,12 @@ from torch import Tensor
 
 @dataclass
 class ImageItem:
-    """One decoded image and its requested k (None: the request's or the config's default)."""
+    """One decoded image, its requested k (None: the request's or the config's default), and
+    the size of the encoded image the client sent (bytes)."""
 
     image: Tensor
     k: Optional[int] = None
+    nbytes: int = 0
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -18,6 +18,7 @@ from typing import Any
 
 import oip_v2
 import torch
+from model_metrics import ModelMetrics, Observed
 from request_error import RequestError
 from ts.torch_handler.base_handler import BaseHandler
 
@@ -136,7 +137,8 @@ class JsonBatchHandler(BaseHandler):
     reads such a body into an item (or Instances): the base routes every request by its
     Content-Type and answers any other type with one 400. Optional hooks: `amend` (options
     from headers or form fields), `needs_grad` (autograd in the forward, e.g. forces),
-    `headers` (extra response headers), and `jit_optimize` (TorchScript's profiling executor).
+    `headers` (extra response headers), `observe` (what the model metrics record of a batch,
+    model_metrics.py), and `jit_optimize` (TorchScript's profiling executor).
     """
 
     # Media type -> reader method; "" is a request without a Content-Type, "image/*" any image.
@@ -161,6 +163,9 @@ class JsonBatchHandler(BaseHandler):
         # initialize, so every restarted worker has it too); None: no limit. A request past it
         # fails alone with 413 instead of the kernel's OOM killer taking the worker or the host.
         "memory_limit_mib": None,
+        # Model metrics through TorchServe's custom metrics API (model_metrics.py); false, or
+        # BUNDLE_MODEL_METRICS=0 in the server's environment, turns them off.
+        "metrics": True,
     }
 
     def initialize(self, context: Any) -> None:
@@ -172,6 +177,7 @@ class JsonBatchHandler(BaseHandler):
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         yaml_cfg = getattr(context, "model_yaml_config", None) or {}
         self.config = {**self.defaults, **(yaml_cfg.get("handler") or {})}
+        self.model_metrics = ModelMetrics(context, self.config["metrics"])
         self.grpc_v2: set[int] = set()  # this batch's requests from TorchServe's gRPC OIP service
         if self.config.get("torch_threads"):
             torch.set_num_threads(int(self.config["torch_threads"]))
@@ -347,6 +353,10 @@ class JsonBatchHandler(BaseHandler):
         """Extra response headers, the same for every request of the batch."""
         return {}
 
+    def observe(self, items: list[Any], outputs: list[Any]) -> Observed:
+        """What the model metrics record of a batch's items and their answers, in order."""
+        return Observed()
+
     def predict(self, items: list[Any]) -> list[Any]:
         """`forward` in inference mode, or with autograd on when `needs_grad` asks for it.
 
@@ -463,6 +473,7 @@ class JsonBatchHandler(BaseHandler):
 
     def postprocess(self, batch: dict[str, Any]) -> list[str]:
         """Returns one JSON string per request, in order, and sets each request's status."""
+        self.model_metrics.record(self, batch)
         responses: list[str] = [""] * batch["size"]
         outputs = iter(batch["outputs"])
         for idx, item in batch["good"]:

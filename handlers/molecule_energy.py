@@ -13,10 +13,12 @@ Response:
 """
 
 import logging
+import math
 import time
 from typing import Any
 
 import torch
+from model_metrics import ATOMS, ENERGY_PER_ATOM, MAX_FORCE, Observed
 from torch import Tensor
 
 from json_batch_handler import JsonBatchHandler, RequestError
@@ -124,6 +126,13 @@ class MoleculeEnergyHandler(JsonBatchHandler):
             results.append(out)
             start += n
         return results
+
+    def observe(self, items: list[Molecule], outputs: list[dict]) -> Observed:
+        """Atoms of each molecule, its energy per atom, and its largest force norm if asked."""
+        forces = [max(math.hypot(*f) for f in out["forces"]) for out in outputs if "forces" in out]
+        energy = [out["energy"] / int(m.z.numel()) for m, out in zip(items, outputs)]
+        values = {ENERGY_PER_ATOM: energy, **({MAX_FORCE: forces} if forces else {})}
+        return Observed(sizes={ATOMS: sum(int(m.z.numel()) for m in items)}, values=values)
 
     def needs_grad(self, items: list[Molecule]) -> bool:
         """Forces are -dE/dpos: autograd records the forward when some molecule asks."""

@@ -13,6 +13,7 @@ Response:
 from typing import Any
 
 import torch
+from model_metrics import EDGES, NODES, Observed
 from torch import Tensor
 
 from contract import NodeRequest, validate
@@ -86,3 +87,15 @@ class NodeClassifierHandler(JsonBatchHandler):
                 }
             )
         return results
+
+    def observe(self, items: list[tuple[Graph, Any]], outputs: list[dict]) -> Observed:
+        """Nodes and edges of each graph; the label and its probability of each returned node."""
+        answers = [p for out in outputs for p in out["predictions"]]
+        return Observed(
+            sizes={
+                NODES: sum(int(g.x.size(0)) for g, _ in items),
+                EDGES: sum(int(g.edge_index.size(1)) for g, _ in items),
+            },
+            labels=[p["label"] for p in answers],
+            top1=[p["probabilities"][p["label"]] for p in answers],
+        )

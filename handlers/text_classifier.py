@@ -16,6 +16,7 @@ a body over `max_body_bytes`. A bad request fails alone: the rest of its batch i
 from typing import Any
 
 import torch
+from model_metrics import TOKENS, Observed
 from text_request import clean_text, head_tail
 from torch import Tensor
 from transformers import AutoTokenizer
@@ -56,6 +57,8 @@ class TextClassifierHandler(JsonBatchHandler):
         # before the worker reports READY.
         for _ in range(int(self.config["warmup_batches"])):
             self.predict(["warm up", "the first calls are slower " * 8])
+        # Tokens before the cut, counted where the batch is tokenized (collate), read by observe.
+        self.tokens_seen = 0
 
     def check_length(self, idx: int) -> None:
         """413 from the declared Content-Length, before any of the body is read."""
@@ -105,6 +108,7 @@ class TextClassifierHandler(JsonBatchHandler):
         """(B, T) input_ids and attention_mask: one tokenizer call for the batch, each review
         cut to max_length tokens (head + tail), padded to the longest review of the batch."""
         ids = self.tokenizer(items, verbose=False)["input_ids"]
+        self.tokens_seen = getattr(self, "tokens_seen", 0) + sum(len(t) for t in ids)
         ids = [head_tail(t, self.max_length, self.head_tokens) for t in ids]
         enc = self.tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
@@ -125,3 +129,12 @@ class TextClassifierHandler(JsonBatchHandler):
                 }
             )
         return results
+
+    def observe(self, items: list[str], outputs: list[dict]) -> Observed:
+        """Tokens of the batch's reviews before the cut; each answer's label and score."""
+        tokens, self.tokens_seen = self.tokens_seen, 0
+        return Observed(
+            sizes={TOKENS: tokens},
+            labels=[out["label"] for out in outputs],
+            top1=[out["score"] for out in outputs],
+        )

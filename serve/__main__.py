@@ -6,6 +6,7 @@ python -m serve stop                                           stop both
 python -m serve status                                         ready? every model's workers READY
 python -m serve token [inference|management] [--host URL]      a token ("" for a remote host)
 python -m serve build NAME... [--artifacts D] [--export-path D] [--version V]
+python -m serve monitor [--port P] [--stop]                    Prometheus on loopback (make monitor)
 """
 
 import argparse
@@ -14,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from serve import prometheus
 from serve.archive import build_mar
-from serve.client import KEY_FILE, local_token, token
+from serve.client import KEY_FILE, http, local_token, token
 from serve.config import CONFIG, ROOT
 from serve.server import (
     Server,
@@ -84,6 +86,28 @@ def status(config: Path, store: Path) -> int:
     return 0
 
 
+MONITOR_DIR = ROOT / ".prometheus"
+
+
+def monitor(port: int, stop: bool) -> None:
+    """Starts Prometheus on 127.0.0.1:port with deploy/prometheus/ (or stops it); prints the URL."""
+    if stop:
+        print(
+            "Prometheus stopped." if prometheus.stop_pid(MONITOR_DIR) else "No Prometheus running."
+        )
+        return
+    url = f"http://127.0.0.1:{port}"
+    try:
+        running = (MONITOR_DIR / "prometheus.pid").exists() and http(f"{url}/-/ready")[0] == 200
+    except OSError:
+        running = False
+    if not running:
+        prometheus.start(MONITOR_DIR, port=port)
+    print(f"Prometheus is up at {url} (alerts: {url}/alerts, targets: {url}/targets)")
+    print(f"  scraping {', '.join(prometheus.scrape_targets())}; rules {prometheus.RULES}")
+    print("  make monitor-stop")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -102,6 +126,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p_build.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
     p_build.add_argument("--export-path", type=Path, default=ROOT / "model_store")
     p_build.add_argument("--version", default="1.0")
+    p_mon = sub.add_parser("monitor", help="Prometheus on loopback with deploy/prometheus/")
+    p_mon.add_argument("--port", type=int, default=9090)
+    p_mon.add_argument("--stop", action="store_true")
     args = parser.parse_args(argv)
     if args.cmd == "start":
         serve(args.config, args.store, args.timeout)
@@ -109,6 +136,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         stop_local(ROOT)
     elif args.cmd == "status":
         sys.exit(status(CONFIG, args.store))
+    elif args.cmd == "monitor":
+        monitor(args.port, args.stop)
     elif args.cmd == "token":
         print(local_token(args.host, KEY_FILE) if args.host else token(args.kind, KEY_FILE))
     else:

@@ -129,6 +129,9 @@ def start(
     run_env["PATH"] = f"{Path(sys.executable).parent}:{run_env.get('PATH', '')}"
     if free_ports:
         overrides = {**free_addresses(), "model_store": str(store)}
+        metrics_config = read_properties(config).get("metrics_config")
+        if metrics_config:  # relative to the config's folder, not to `workdir`
+            overrides["metrics_config"] = str((Path(config).parent / metrics_config).resolve())
         src, config = config, workdir / "config.properties"
         props = write_properties(src, config, overrides)
         run_env["TMPDIR"] = str(workdir)

@@ -1,17 +1,26 @@
 """In-process handler harness: the real ts.context.Context and a real TorchScript model dir."""
 
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import ts
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-METRICS_YAML = str(Path(ts.__file__).parent / "configs" / "metrics.yaml")
+# The bundle's metrics config (config.properties `metrics_config`), which declares the model
+# metrics the handlers emit (handlers/model_metrics.py).
+METRICS_YAML = str(Path(__file__).resolve().parents[2] / "metrics.yaml")
 JSON = {"Content-Type": "application/json"}
+# The frontend's own pattern for a worker's metric line (org.pytorch.serve.metrics.Metric in
+# TorchServe 0.12's model-server.jar): no Python parser of that line exists to reuse.
+METRIC_LINE = re.compile(
+    r"\[METRICS\]([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?"
+    r"\|#hostname:([^,]+),([^,]+)(,(.*))?"
+)
 
 
 def make_model_dir(path: Path, net: torch.nn.Module, meta: dict[str, Any]) -> Path:
@@ -22,9 +31,18 @@ def make_model_dir(path: Path, net: torch.nn.Module, meta: dict[str, Any]) -> Pa
     return path
 
 
-def make_context(model_dir: Path, name: str, handler_cfg: dict | None = None) -> Context:
+def metrics_cache(path: str = METRICS_YAML) -> MetricsCacheYamlImpl:
+    """The worker's metrics cache: the config's model metrics, declared (initialize_cache)."""
+    cache = MetricsCacheYamlImpl(path)
+    cache.initialize_cache()
+    return cache
+
+
+def make_context(
+    model_dir: Path, name: str, handler_cfg: dict | None = None, version: str = "1.0"
+) -> Context:
     """A Context as the TorchServe worker builds it for a TorchScript .mar."""
-    manifest = {"model": {"modelName": name, "serializedFile": "model.pt"}}
+    manifest = {"model": {"modelName": name, "modelVersion": version, "serializedFile": "model.pt"}}
     return Context(
         name,
         str(model_dir),
@@ -32,7 +50,7 @@ def make_context(model_dir: Path, name: str, handler_cfg: dict | None = None) ->
         8,
         None,
         "0.12.0",
-        metrics=MetricsCacheYamlImpl(METRICS_YAML),
+        metrics=metrics_cache(),
         model_yaml_config={"handler": handler_cfg or {}},
     )
 
@@ -54,3 +72,27 @@ def call(
 def as_bytes():
     """Encodes a JSON-able object as the raw body TorchServe forwards when it cannot parse."""
     return lambda obj: json.dumps(obj).encode()
+
+
+def emitted(caplog) -> list[tuple[str, str, float, dict[str, str]]]:
+    """(metric, type, value, dimensions) of every metric line the worker logged, in order."""
+    out = []
+    for rec in caplog.records:
+        m = METRIC_LINE.search(rec.getMessage())
+        if m:
+            dims = dict(d.split(":", 1) for d in m[4].split(",") if d)
+            out.append((m[1], m[6], float(m[3]), dims))
+    return out
+
+
+@pytest.fixture
+def metric_lines(caplog):
+    """metric_lines() -> the metric lines logged since the last call (see `emitted`)."""
+    caplog.set_level(logging.INFO, logger="ts.metrics.caching_metric")
+
+    def read():
+        lines = emitted(caplog)
+        caplog.clear()
+        return lines
+
+    return read

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,14 @@ def test_prepare_writes_what_the_healthcheck_reads(tmp_path):
         and (ep.HERE / "log4j2.xml").name in cmd[cmd.index("--log-config") + 1]
     )
     assert (ep.HERE / "log4j2.xml").is_file()
+
+
+def test_metrics_config_is_the_bundles_metrics_yaml_by_absolute_path(tmp_path):
+    base = ROOT / "config.properties"
+    assert ep.metrics_config({}, base) == str(ROOT / "metrics.yaml")
+    assert ep.metrics_config({"METRICS_CONFIG": "/x/m.yaml"}, base) == "/x/m.yaml"
+    # A base config without a metrics.yaml beside it (and no image): TorchServe's own file.
+    fallback = ep.metrics_config({}, tmp_path / "config.properties")
+    assert fallback.endswith("ts/configs/metrics.yaml") and Path(fallback).is_file()
+    props = ep.render_config(base.read_text(), {"METRICS_CONFIG": "/x/m.yaml"}, tmp_path)
+    assert "metrics_config=/x/m.yaml" in props.splitlines()

@@ -104,7 +104,7 @@ def test_cloudbuild_tests_archives_builds_pushes_and_deploys(cloudbuild):
 
 
 def test_cloud_run_port_and_probes_are_the_entrypoint_s(service, tmp_path):
-    c = container_spec(service)
+    c = container_spec(service, "torchserve")
     (port,) = c["ports"]
     assert port["name"] == "http1"
     assert port["containerPort"] == ep.inference_port({}) == 8080
@@ -135,7 +135,7 @@ def test_cloud_run_scaling_matches_the_batching_settings(service):
     assert max_batch_size() <= spec["containerConcurrency"] <= int(properties()["job_queue_size"])
     assert spec["timeoutSeconds"] >= max_response_timeout()
     assert int(annotations["autoscaling.knative.dev/minScale"]) >= 1
-    limits = container_spec(service)["resources"]["limits"]
+    limits = container_spec(service, "torchserve")["resources"]["limits"]
     assert float(limits["cpu"]) >= 1 and limits["memory"].endswith("Gi")
 
 

@@ -215,6 +215,8 @@ API_RESOURCES = {
     "autoscaling/v2": [("horizontalpodautoscalers", "HorizontalPodAutoscaler")],
     "serving.kserve.io/v1beta1": [("inferenceservices", "InferenceService")],
     "serving.kserve.io/v1alpha1": [("servingruntimes", "ServingRuntime")],
+    # Google Managed Prometheus (gke/podmonitoring.yaml).
+    "monitoring.googleapis.com/v1": [("podmonitorings", "PodMonitoring")],
 }
 
 

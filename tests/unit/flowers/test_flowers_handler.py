@@ -201,3 +201,19 @@ def test_bad_input_fails_alone_in_its_batch(handler, row, headers, code, field):
     assert err["error"].startswith(field)
     assert results[0][0] == results[2][0] == 200
     check(results[0][1], expected(handler, ROSE), 3)
+
+
+def test_metrics_add_pixels_and_bytes_of_each_photo(handler, metric_lines):
+    metric_lines()
+    out = run(handler, [{"body": ROSE}, {"data": bytearray(TULIP)}], [JPEG, FORM])
+    lines = metric_lines()
+    assert [s for s, _ in out] == [200, 200]
+    pixels = sum(decode_image(d, 10**7, 256).shape[1:].numel() for d in (ROSE, TULIP))
+    assert [v for m, _, v, _ in lines if m == "bundle_input_pixels_total"] == [pixels]
+    assert [v for m, _, v, _ in lines if m == "bundle_input_bytes_total"] == [
+        len(ROSE) + len(TULIP)
+    ]
+    labels = {d["Label"]: v for m, _, v, d in lines if m == "bundle_predictions_total"}
+    assert labels == {lab: [b["label"] for _, b in out].count(lab) for lab in labels}
+    top1 = sorted(v for m, _, v, _ in lines if m == "bundle_top1_probability")
+    assert top1 == pytest.approx(sorted(b["probability"] for _, b in out))

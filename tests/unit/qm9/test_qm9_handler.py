@@ -238,3 +238,17 @@ def test_limit_above_the_models_capacity_is_refused(model_dir):
     ctx = make_context(model_dir, "qm9_et", {"max_atoms": 64})
     with pytest.raises(ValueError, match="max_atoms"):
         MoleculeEnergyHandler().initialize(ctx)
+
+
+def test_metrics_atoms_energy_per_atom_and_largest_force(handler, metric_lines):
+    h, ctx = handler
+    metric_lines()
+    out = call(h, ctx, [{**METHANE, "forces": True}, {"z": Z, "pos": POS}])
+    lines = metric_lines()
+    assert [s for s, _ in out] == [200, 200]
+    assert [v for m, _, v, _ in lines if m == "bundle_input_atoms_total"] == [5 + 9]
+    per_atom = [v for m, _, v, _ in lines if m == "bundle_energy_per_atom_ev"]
+    assert per_atom == pytest.approx([out[0][1]["energy"] / 5, out[1][1]["energy"] / 9], abs=1e-5)
+    largest = max(math.dist(f, (0, 0, 0)) for f in out[0][1]["forces"])
+    forces = [v for m, _, v, _ in lines if m == "bundle_max_force_norm_ev_per_angstrom"]
+    assert forces == pytest.approx([largest], abs=1e-5)  # only the molecule that asked
