@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import oip_v2
+import payload_log
 import torch
 from request_error import RequestError
 from ts.torch_handler.base_handler import BaseHandler
@@ -181,6 +182,7 @@ class JsonBatchHandler(BaseHandler):
             self.meta = json.load(f)
         if self.config.get("memory_limit_mib"):
             self.limit_memory(float(self.config["memory_limit_mib"]))
+        self.payload_log = payload_log.PayloadLog.open(self.config, context)
         self.initialized = True
 
     @staticmethod
@@ -463,6 +465,7 @@ class JsonBatchHandler(BaseHandler):
 
     def postprocess(self, batch: dict[str, Any]) -> list[str]:
         """Returns one JSON string per request, in order, and sets each request's status."""
+        payload_log.observe(self, self.flat(batch["good"]), batch["outputs"])  # drift monitor
         responses: list[str] = [""] * batch["size"]
         outputs = iter(batch["outputs"])
         for idx, item in batch["good"]:

@@ -16,7 +16,7 @@ a body over `max_body_bytes`. A bad request fails alone: the rest of its batch i
 from typing import Any
 
 import torch
-from text_request import clean_text, head_tail
+from text_request import clean_text, head_tail, text_stats
 from torch import Tensor
 from transformers import AutoTokenizer
 
@@ -125,3 +125,12 @@ class TextClassifierHandler(JsonBatchHandler):
                 }
             )
         return results
+
+    def drift_stats(self, item: str) -> dict[str, float]:
+        """Payload log: token count before the cut, pieces per word, unknown share."""
+        ids = self.tokenizer(item, verbose=False)["input_ids"]
+        return text_stats(item, ids, self.tokenizer.unk_token_id)
+
+    def drift_prediction(self, item: str, result: dict[str, Any]) -> int:
+        """Payload log: the predicted label's index."""
+        return self.meta["labels"].index(result["label"])
