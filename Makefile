@@ -37,7 +37,7 @@ help: ## Show this help
 
 venv: $(VENV)/.installed ## Create .venv and install the pinned requirements
 
-$(VENV)/.installed: requirements/serve.txt requirements/train.txt requirements/dev.txt
+$(VENV)/.installed: requirements/serve.txt requirements/train.txt requirements/monitor.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
