@@ -18,13 +18,20 @@ payload_log_rate (share of items logged, 0 to 1), payload_log_max_bytes, payload
 
 A family handler supplies `drift_stats(item) -> dict` and `drift_prediction(item, result)`, and
 `drift_embeddings(items) -> (B, H)` where `self.model.embed(*self.collate(items))` is not it.
-Nothing here may fail a request: a record that cannot be written is dropped and counted.
+
+The request path only samples and queues: a thread of the worker computes the records (the
+statistics and the embedding's second pass through the model) and writes them after the answers
+have gone. The queue is bounded (`payload_log_queue` batches); when it is full, as under
+saturation, a batch goes unlogged rather than waiting. Nothing here may fail a request: a record
+that cannot be made or written is dropped and counted.
 """
 
 import json
 import logging
 import os
+import queue
 import random
+import threading
 import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -33,7 +40,14 @@ from typing import Any, Optional
 import torch
 
 ENV_DIR = "BUNDLE_PAYLOAD_DIR"
-DEFAULTS = {"payload_log_rate": 1.0, "payload_log_max_bytes": 4 * 2**20, "payload_log_backups": 2}
+DEFAULTS = {
+    "payload_log_rate": 1.0,
+    "payload_log_max_bytes": 4 * 2**20,
+    "payload_log_backups": 2,
+    "payload_log_queue": 16,
+}
+
+WRITE_DELAY_S = 0.005
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +73,7 @@ class PayloadLog:
         rate: float,
         max_bytes: int,
         backups: int,
+        queue_size: int = 16,
     ) -> None:
         self.model, self.version, self.rate = model, version, rate
         self.folder = Path(folder) / model
@@ -75,6 +90,9 @@ class PayloadLog:
         )
         handler.setFormatter(logging.Formatter("%(message)s"))
         self.logger.addHandler(handler)
+        self.skipped = 0  # batches not logged because the queue was full
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        threading.Thread(target=self._drain, name="payload-log", daemon=True).start()
 
     @classmethod
     def open(cls, config: dict[str, Any], context: Any) -> Optional["PayloadLog"]:
@@ -96,6 +114,7 @@ class PayloadLog:
                 min(rate, 1.0),
                 int(cfg["payload_log_max_bytes"]),
                 int(cfg["payload_log_backups"]),
+                int(cfg["payload_log_queue"]),
             )
         except OSError as e:
             log.warning("payload log off: %s", e)
@@ -109,28 +128,52 @@ class PayloadLog:
                 f.unlink(missing_ok=True)
 
     def observe(self, handler: Any, items: list[Any], results: list[Any]) -> None:
-        """Logs a sample of one batch's served items; never raises."""
+        """Queues a sample of one batch's served items for the writer thread; never raises or
+        waits."""
+        picked = [i for i in range(len(items)) if self.rng.random() < self.rate]
+        if not picked:
+            return
+        job = (handler, [items[i] for i in picked], [results[i] for i in picked], time.time())
         try:
-            picked = [i for i in range(len(items)) if self.rng.random() < self.rate]
-            if not picked:
-                return
-            emb = embeddings(handler, [items[i] for i in picked])
-            now = round(time.time(), 3)
-            for j, i in enumerate(picked):
-                record: dict[str, Any] = {
-                    "time": now,
-                    "model": self.model,
-                    "version": self.version,
-                    "stats": handler.drift_stats(items[i]),
-                    "prediction": handler.drift_prediction(items[i], results[i]),
-                }
-                if emb is not None:
-                    record["embedding"] = [round(v, 5) for v in emb[j].tolist()]
-                self.logger.info(json.dumps(record, separators=(",", ":")))
-        except Exception:  # noqa: BLE001 - the payload log must never fail a request
-            self.dropped += 1
-            if self.dropped & (self.dropped - 1) == 0:  # the 1st, 2nd, 4th, 8th, ... failure
-                log.exception("payload log: %d batches not logged", self.dropped)
+            self.queue.put_nowait(job)
+        except queue.Full:
+            self.skipped += 1
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Waits until every queued batch is written (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _drain(self) -> None:
+        while True:
+            job = self.queue.get()
+            # Let the worker finish the batch and send its answers first: woken at once, this
+            # thread would take the GIL from the rest of the request (its 5 ms switch interval).
+            time.sleep(WRITE_DELAY_S)
+            try:
+                self.write(*job)
+            except Exception:  # noqa: BLE001 - the payload log must never take the worker down
+                self.dropped += 1
+                if self.dropped & (self.dropped - 1) == 0:  # the 1st, 2nd, 4th, 8th, ... failure
+                    log.exception("payload log: %d batches not logged", self.dropped)
+            finally:
+                self.queue.task_done()
+
+    def write(self, handler: Any, items: list[Any], results: list[Any], when: float) -> None:
+        """One record per item: statistics, embedding, prediction."""
+        emb = embeddings(handler, items)
+        for j, item in enumerate(items):
+            record: dict[str, Any] = {
+                "time": round(when, 3),
+                "model": self.model,
+                "version": self.version,
+                "stats": handler.drift_stats(item),
+                "prediction": handler.drift_prediction(item, results[j]),
+            }
+            if emb is not None:
+                record["embedding"] = [round(v, 5) for v in emb[j].tolist()]
+            self.logger.info(json.dumps(record, separators=(",", ":")))
 
 
 def embeddings(handler: Any, items: list[Any]) -> Optional[torch.Tensor]:
@@ -153,4 +196,7 @@ def observe(handler: Any, items: list[Any], results: list[Any]) -> None:
     """The base handler's hook: logs the batch when the handler has a payload log."""
     plog = getattr(handler, "payload_log", None)
     if plog is not None and items:
-        plog.observe(handler, items, results)
+        try:
+            plog.observe(handler, items, results)
+        except Exception:  # noqa: BLE001 - the payload log must never fail a request
+            log.exception("payload log: batch not queued")

@@ -2,18 +2,26 @@
 a request; and the monitor's tail reading it across rotations."""
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from graph_classifier import GraphClassifierHandler
-from graph_request import graph_stats
 from node_classifier import NodeClassifierHandler
 
+from graph_request import graph_stats
 from monitor.tail import Tail
 from tests.unit.conftest import call, make_context, make_model_dir
 from tests.unit.graph.test_handlers import ATOMS, BONDS, GOOD_MOL, GOOD_NODE, LABELS
 from train.graph.models import GCN, GraphGCN
+
+
+def logged(handler) -> list[dict]:
+    """The handler's records, once its writer thread has written every queued batch."""
+    handler.payload_log.flush()
+    return lines(handler.payload_log.folder)
 
 
 def lines(folder: Path) -> list[dict]:
@@ -51,7 +59,8 @@ def test_a_node_record_holds_stats_embedding_and_labels_not_the_payload(tmp_path
     request = {**GOOD_NODE, "nodes": [2, 0]}
     [(status, body)] = call(handler, ctx, [request])
     assert status == 200
-    [record] = lines(tmp_path / "payload" / "cora_gcn")  # warm-up batches are not logged
+    assert handler.payload_log.folder == tmp_path / "payload" / "cora_gcn"
+    [record] = logged(handler)  # warm-up batches are not logged
     assert set(record) == {"time", "model", "version", "stats", "embedding", "prediction"}
     x = torch.tensor(GOOD_NODE["x"], dtype=torch.float)
     x = x / x.sum(-1, keepdim=True)
@@ -68,7 +77,7 @@ def test_only_good_requests_are_logged_one_record_each(graph_handler):
     bad = {**GOOD_MOL, "atoms": ["Xe", "C", "O"]}
     out = call(handler, ctx, [GOOD_MOL, bad, {"instances": [GOOD_MOL, GOOD_MOL]}])
     assert [s for s, _ in out] == [200, 400, 200]
-    records = lines(handler.payload_log.folder)
+    records = logged(handler)
     assert len(records) == 3 and {r["model"] for r in records} == {"mutag_gcn"}
     assert records[0]["prediction"] == ["neg", "pos"].index(out[0][1]["label"])
     assert len(records[0]["embedding"]) == 16  # sum and mean readouts of 8 channels
@@ -86,6 +95,7 @@ def test_rotation_keeps_the_log_bounded_and_the_tail_loses_nothing(tmp_path, mon
     tail, read = Tail(handler.payload_log.folder), 0
     for _ in range(40):
         call(handler, ctx, [GOOD_NODE])
+        handler.payload_log.flush()
         read += len(tail.read())
     files = list(handler.payload_log.folder.glob("*.jsonl*"))
     assert len(files) == 2  # the live file and one backup
@@ -102,7 +112,23 @@ def test_a_failing_record_never_fails_the_request(graph_handler, monkeypatch):
     monkeypatch.setattr(handler, "drift_stats", broken)
     out = call(handler, ctx, [GOOD_MOL, GOOD_MOL])
     assert [s for s, _ in out] == [200, 200] and "label" in out[0][1]
-    assert handler.payload_log.dropped == 1 and lines(handler.payload_log.folder) == []
+    assert logged(handler) == [] and handler.payload_log.dropped == 1
+
+
+def test_a_full_queue_skips_batches_instead_of_waiting(graph_handler):
+    handler, ctx = graph_handler
+    plog, gate = handler.payload_log, threading.Event()
+    plog.queue.maxsize = 1
+    real = plog.write
+    plog.write = lambda *job: gate.wait(30) and real(*job)  # a writer that is slow, for now
+    try:
+        started = time.monotonic()
+        out = [call(handler, ctx, [GOOD_MOL])[0][0] for _ in range(4)]
+        assert out == [200] * 4 and time.monotonic() - started < 10  # nobody waited
+        assert plog.skipped >= 2  # one batch in the writer, one queued, the others skipped
+    finally:
+        gate.set()
+    assert 1 <= len(logged(handler)) <= 2
 
 
 def test_an_unwritable_folder_turns_the_log_off(tmp_path, monkeypatch):
