@@ -2,15 +2,17 @@
 the real `python -m monitor` process on a free port."""
 
 import json
+import subprocess
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.reference import Reference
 from monitor.service import Monitor, Settings
-from serve.config import free_port
+from serve.config import ROOT, free_port
 from serve.monitor import start_monitor
 from tests.unit.monitor.test_drift import LABELS, records
 
@@ -117,3 +119,25 @@ def test_the_monitor_process_serves_its_gauges(tmp_path):
         assert g[("bundle_payload_log_records_total", "toy", "")] == 60
     finally:
         assert mon.stop() is not None
+
+
+def test_the_evidently_report_of_a_shifted_window(tmp_path):
+    """`make drift-report`'s command, in .venv-report (make test creates it)."""
+    python = ROOT / ".venv-report" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("no .venv-report: run `make report-venv`")
+    payload = tmp_path / "payload"
+    append(payload, records(np.random.default_rng(9), 120, shift=1.0))
+    cmd = [str(python), "-m", "monitor.report", "toy", "--store", str(store_with(tmp_path))]
+    cmd += ["--payload-dir", str(payload), "--out", str(tmp_path / "out")]
+    subprocess.run(cmd, check=True, cwd=ROOT, timeout=300)
+    report = json.loads((tmp_path / "out" / "toy.json").read_text())
+    drift = {
+        m["metric_name"].split("column=")[1].split(",")[0]: m["value"]
+        for m in report["metrics"]
+        if m["metric_name"].startswith("ValueDrift")
+    }
+    assert drift["nodes"] < 0.05 and drift["brightness"] < 0.05  # the shifted statistics
+    assert drift["mix[0]"] > 0.001  # unchanged by the shift
+    assert "embedding_pc1" in drift and "prediction" in drift
+    assert (tmp_path / "out" / "toy.html").stat().st_size > 10_000
