@@ -89,4 +89,11 @@ def stop_by_pid_file(pid_file: Path) -> bool:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
+    deadline = time.monotonic() + 15  # gone, so that a new one can bind the port
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
     return True
