@@ -10,6 +10,10 @@ PY     := $(BIN)/python
 # the pins of .venv (requirements/kserve.txt).
 KVENV  ?= .venv-kserve
 KPY    := $(KVENV)/bin/python
+# Evidently's drift report (make drift-report) runs in a venv of its own too: evidently 0.7.23
+# needs pandas 2, below .venv's pandas 3.1.1 (requirements/report.txt).
+RVENV  ?= .venv-report
+RPY    := $(RVENV)/bin/python
 KSERVE_HTTP_PORT ?= 8085
 KSERVE_GRPC_PORT ?= 8087
 # Every folder under model_archives/ is a served model: its name is the .mar, the URL and
@@ -29,7 +33,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help venv java prometheus monitor monitor-stop bench-metrics data train archive examples serve stop status test test-unit test-e2e \
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
-        chaos overload soak fuzz contract bench-parse kserve-venv serve-kserve
+        chaos overload soak fuzz contract bench-parse kserve-venv serve-kserve report-venv \
+        drift-report
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -37,7 +42,7 @@ help: ## Show this help
 
 venv: $(VENV)/.installed ## Create .venv and install the pinned requirements
 
-$(VENV)/.installed: requirements/serve.txt requirements/train.txt requirements/dev.txt
+$(VENV)/.installed: requirements/serve.txt requirements/train.txt requirements/monitor.txt requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
@@ -94,7 +99,20 @@ serve-kserve: kserve-venv data archive ## The same .mar files under KServe's Mod
 	$(KPY) -m serve.kserve_server --store model_store --host 127.0.0.1 \
 	  --http-port $(KSERVE_HTTP_PORT) --grpc-port $(KSERVE_GRPC_PORT)
 
-stop: ## Stop TorchServe and its v2 metadata server
+report-venv: $(RVENV)/.installed ## Create .venv-report: Evidently for make drift-report
+
+$(RVENV)/.installed: requirements/report.txt
+	@test -x $(RPY) || $(PYTHON) -m venv $(RVENV)
+	$(RPY) -m pip install -q --upgrade pip
+	$(RPY) -m pip install -q -r requirements/report.txt
+	@touch $@
+
+MODEL ?=
+drift-report: report-venv ## Evidently drift report, MODEL's reference vs its payload log window (reports/drift/)
+	@test -n "$(MODEL)" || { echo "usage: make drift-report MODEL=<name>" >&2; exit 2; }
+	$(RPY) -m monitor.report $(MODEL) --store model_store --payload-dir payload_log --out reports/drift
+
+stop: ## Stop TorchServe, its v2 metadata server and the drift monitor
 	-@$(PY) -m serve stop
 
 status: ## Is TorchServe up, and which models it serves
@@ -102,7 +120,7 @@ status: ## Is TorchServe up, and which models it serves
 
 # `make lint` first: a tree that does not lint is not worth the e2e minutes.
 COV_FAIL_UNDER ?= 80
-test: venv kserve-venv java prometheus lint ## Lint, then the whole test suite (unit, then e2e against the real torchserve)
+test: venv kserve-venv report-venv java prometheus lint ## Lint, then the whole test suite (unit, then e2e against the real torchserve)
 	$(PY) -m pytest --cov=handlers --cov=train --cov=serve --cov=online \
 	  --cov-report=term-missing:skip-covered --cov-fail-under=$(COV_FAIL_UNDER) $(PYTEST_ARGS)
 

@@ -23,6 +23,7 @@ from graph_request import (
     dense_features,
     disjoint_union,
     edge_index_tensor,
+    graph_stats,
     probabilities,
     warmup_batches,
 )
@@ -120,3 +121,11 @@ class GraphClassifierHandler(JsonBatchHandler):
             labels=[out["label"] for out in outputs],
             top1=[out["probabilities"][out["label"]] for out in outputs],
         )
+
+    def drift_stats(self, item: Graph) -> dict[str, float]:
+        """Payload log: the molecule graph's statistics (graph_request.graph_stats)."""
+        return graph_stats(item.x, item.edge_index)
+
+    def drift_prediction(self, item: Graph, result: dict[str, Any]) -> int:
+        """Payload log: the predicted label's index."""
+        return self.meta["labels"].index(result["label"])

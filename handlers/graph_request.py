@@ -200,6 +200,20 @@ def disjoint_union(graphs: list[Graph]) -> tuple[Tensor, Tensor, Tensor]:
     return torch.cat([g.x for g in graphs]), edge_index, batch
 
 
+def graph_stats(x: Tensor, edge_index: Tensor) -> dict[str, float]:
+    """The drift monitor's input statistics of one graph: node count, mean degree, feature density.
+
+    The handlers log them per request (payload_log) and training's export writes them for its
+    own inputs into the reference profile (train/core/reference.py): one function for both.
+    """
+    n = max(int(x.size(0)), 1)
+    return {
+        "nodes": float(x.size(0)),
+        "degree": float(edge_index.size(1)) / n,  # directed edges per node
+        "feature_density": float((x != 0).sum()) / max(x.numel(), 1),
+    }
+
+
 def probabilities(probs: Tensor, labels: list[str]) -> dict[str, float]:
     """Maps a (C,) probability vector to {label: p}, rounded for a compact response."""
     return {name: round(float(p), 6) for name, p in zip(labels, probs.tolist())}

@@ -17,7 +17,7 @@ Response (k defaults to the model-config's `topk`, and is at most the number of 
 from typing import Any, Optional
 
 import torch
-from image_request import ImageItem, b64_bytes, decode_image, topk_value
+from image_request import ImageItem, b64_bytes, decode_image, image_stats, topk_value
 from model_metrics import BYTES, PIXELS, Observed
 from torch import Tensor
 
@@ -165,3 +165,11 @@ class ImageClassifierHandler(JsonBatchHandler):
             labels=[out["label"] for out in outputs],
             top1=[out["probability"] for out in outputs],
         )
+
+    def drift_stats(self, item: ImageItem) -> dict[str, float]:
+        """Payload log: brightness, contrast, colour, sharpness, size (image_request)."""
+        return image_stats(item.image)
+
+    def drift_prediction(self, item: ImageItem, result: dict[str, Any]) -> int:
+        """Payload log: the predicted label's index."""
+        return self.labels.index(result["label"])

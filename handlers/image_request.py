@@ -94,6 +94,33 @@ def decode_image(
     return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
+def image_stats(image: Tensor) -> dict[str, float]:
+    """The drift monitor's input statistics of one decoded uint8 (3, H, W) photo.
+
+    Brightness and contrast (mean and spread of the luma), mean R, G, B, a sharpness score (mean
+    absolute difference of neighbouring pixels: blur lowers it) and the size. The handler's
+    payload log and training's reference profile (train/core/reference.py) both call this.
+    """
+    x = image.float() / 255.0  # (3, H, W)
+    luma = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]  # ITU-R BT.601, (H, W)
+    sharp = 0.0
+    if min(luma.shape) > 1:
+        sharp = float(
+            (luma[1:] - luma[:-1]).abs().mean() + (luma[:, 1:] - luma[:, :-1]).abs().mean()
+        )
+    mean_rgb = x.mean(dim=(1, 2)).tolist()
+    return {
+        "brightness": float(luma.mean()),
+        "contrast": float(luma.std()) if luma.numel() > 1 else 0.0,
+        "red": mean_rgb[0],
+        "green": mean_rgb[1],
+        "blue": mean_rgb[2],
+        "sharpness": sharp / 2,
+        "width": float(image.size(2)),
+        "height": float(image.size(1)),
+    }
+
+
 def b64_bytes(value: Any, max_bytes: int, field: str = "b64") -> bytes:
     """Decodes standard or URL-safe base64 (a data: URL prefix is allowed), size-checked first."""
     if isinstance(value, dict) and set(value) == {"b64"}:

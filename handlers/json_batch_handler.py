@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import oip_v2
+import payload_log
 import torch
 from model_metrics import ModelMetrics, Observed
 from request_error import RequestError
@@ -187,6 +188,7 @@ class JsonBatchHandler(BaseHandler):
             self.meta = json.load(f)
         if self.config.get("memory_limit_mib"):
             self.limit_memory(float(self.config["memory_limit_mib"]))
+        self.payload_log = payload_log.PayloadLog.open(self.config, context)
         self.initialized = True
 
     @staticmethod
@@ -474,6 +476,7 @@ class JsonBatchHandler(BaseHandler):
     def postprocess(self, batch: dict[str, Any]) -> list[str]:
         """Returns one JSON string per request, in order, and sets each request's status."""
         self.model_metrics.record(self, batch)
+        payload_log.observe(self, self.flat(batch["good"]), batch["outputs"])  # drift monitor
         responses: list[str] = [""] * batch["size"]
         outputs = iter(batch["outputs"])
         for idx, item in batch["good"]:

@@ -31,6 +31,7 @@ from molecule_request import (
     flag,
     from_json,
     from_xyz,
+    molecule_stats,
 )
 
 log = logging.getLogger(__name__)
@@ -145,3 +146,17 @@ class MoleculeEnergyHandler(JsonBatchHandler):
                 (self.context.manifest.get("model") or {}).get("modelVersion", "")
             )
         }
+
+    def drift_stats(self, item: Molecule) -> dict[str, Any]:
+        """Payload log: atoms, element mix, distance histogram (molecule_request.molecule_stats)."""
+        return molecule_stats(item.z, item.pos, list(self.meta["elements"].values()))
+
+    def drift_prediction(self, item: Molecule, result: dict[str, Any]) -> float:
+        """Payload log: the predicted energy per atom (eV)."""
+        return result["energy"] / item.z.numel()
+
+    def drift_embeddings(self, items: list[Molecule]) -> Tensor:
+        """(B, H): the model's `embed` over z, pos and batch (collate's forces flag dropped)."""
+        z, pos, batch, _ = self.collate(items)
+        device = getattr(self, "device", None) or "cpu"
+        return self.model.embed(z.to(device), pos.to(device), batch.to(device))

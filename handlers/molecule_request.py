@@ -34,6 +34,11 @@ WARMUP_POS = [
 ]
 
 
+# Interatomic distances binned by 0.5 Å, the last bin open from 7.5 Å (QM9's molecules span
+# at most about 10 Å): the drift profile's distance histogram.
+DISTANCE_BINS = [0.5 * i for i in range(17)]
+
+
 @dataclass
 class Molecule:
     """One parsed request: atomic numbers (N,), positions (N, 3) in Å, whether to send forces."""
@@ -137,6 +142,25 @@ def check_distances(pos: Tensor, min_distance: float) -> None:
             f"atoms {i} and {j} are {float(d[i, j]):.3f} Å apart, closer than the physical "
             f"minimum of {min_distance} Å",
         )
+
+
+def molecule_stats(z: Tensor, pos: Tensor, elements: list[int]) -> dict[str, Any]:
+    """The drift monitor's input statistics of one molecule: atom count, element mix (the share
+    of each of `elements`) and the interatomic-distance histogram (shares per DISTANCE_BINS bin).
+
+    The handler's payload log and training's reference profile (train/core/reference.py) both
+    call this function.
+    """
+    n = int(z.numel())
+    mix = [float((z == e).sum()) / max(n, 1) for e in elements]
+    hist = [0.0] * (len(DISTANCE_BINS) - 1)
+    if n > 1:
+        i, j = torch.triu_indices(n, n, offset=1)
+        d = (pos[i] - pos[j]).double().norm(dim=-1)  # (N(N-1)/2,)
+        edges = torch.tensor(DISTANCE_BINS[1:-1], dtype=torch.float64)
+        counts = torch.bincount(torch.bucketize(d, edges, right=True), minlength=len(hist))
+        hist = (counts.double() / d.numel()).tolist()
+    return {"atoms": float(n), "elements": mix, "distances": hist}
 
 
 def flag(value: Any, field: str = "forces") -> bool:

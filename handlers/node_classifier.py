@@ -22,13 +22,14 @@ from graph_request import (
     dense_features,
     disjoint_union,
     edge_index_tensor,
+    graph_stats,
     node_ids,
     normalize_features,
     probabilities,
     sparse_features,
     warmup_batches,
 )
-from json_batch_handler import JsonBatchHandler, RequestError
+from json_batch_handler import JsonBatchHandler, RequestError, to_device
 
 
 class NodeClassifierHandler(JsonBatchHandler):
@@ -99,3 +100,23 @@ class NodeClassifierHandler(JsonBatchHandler):
             labels=[p["label"] for p in answers],
             top1=[p["probabilities"][p["label"]] for p in answers],
         )
+
+    def drift_stats(self, item: tuple[Graph, Any]) -> dict[str, float]:
+        """Payload log: the request graph's statistics (graph_request.graph_stats)."""
+        return graph_stats(item[0].x, item[0].edge_index)
+
+    def drift_prediction(self, item: tuple[Graph, Any], result: dict[str, Any]) -> list[int]:
+        """Payload log: the label index of each returned node."""
+        index = {name: i for i, name in enumerate(self.meta["labels"])}
+        return [index[p["label"]] for p in result["predictions"]]
+
+    def drift_embeddings(self, items: list[tuple[Graph, Any]]) -> Tensor:
+        """(B, H): each request's embedding, averaged over the nodes it asked for."""
+        x, edge_index = to_device(self.collate(items), getattr(self, "device", None) or "cpu")
+        emb = self.model.embed(x, edge_index).cpu()  # (sum N, H)
+        rows, start = [], 0
+        for graph, nodes in items:
+            own = emb[start : start + graph.x.size(0)]
+            start += graph.x.size(0)
+            rows.append((own[nodes] if nodes is not None else own).mean(0))
+        return torch.stack(rows)

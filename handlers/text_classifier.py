@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from model_metrics import TOKENS, Observed
-from text_request import clean_text, head_tail
+from text_request import clean_text, head_tail, text_stats
 from torch import Tensor
 from transformers import AutoTokenizer
 
@@ -48,6 +48,7 @@ class TextClassifierHandler(JsonBatchHandler):
         """Loads the model and meta.json, the tokenizer from the model dir (offline), warms up."""
         super().initialize(context)
         model_dir = context.system_properties.get("model_dir")
+        self.tokenizer_dir = model_dir
         # The .mar holds the tokenizer files; local_files_only never touches the network.
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.max_length = int(self.config["max_length"] or self.meta["max_length"])
@@ -104,13 +105,16 @@ class TextClassifierHandler(JsonBatchHandler):
             raise RequestError(field, "the text is empty or whitespace only")
         return text
 
-    def collate(self, items: list[str]) -> tuple[Tensor, Tensor]:
+    def collate(self, items: list[str], tokenizer: Any = None) -> tuple[Tensor, Tensor]:
         """(B, T) input_ids and attention_mask: one tokenizer call for the batch, each review
         cut to max_length tokens (head + tail), padded to the longest review of the batch."""
-        ids = self.tokenizer(items, verbose=False)["input_ids"]
-        self.tokens_seen = getattr(self, "tokens_seen", 0) + sum(len(t) for t in ids)
+        on_request_path = tokenizer is None  # the payload log's thread brings its own
+        tokenizer = tokenizer or self.tokenizer
+        ids = tokenizer(items, verbose=False)["input_ids"]
+        if on_request_path:  # only served reviews count in the model metrics
+            self.tokens_seen = getattr(self, "tokens_seen", 0) + sum(len(t) for t in ids)
         ids = [head_tail(t, self.max_length, self.head_tokens) for t in ids]
-        enc = self.tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
+        enc = tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 
     def respond(self, logits: Tensor, items: list[str]) -> list[dict[str, Any]]:
@@ -138,3 +142,28 @@ class TextClassifierHandler(JsonBatchHandler):
             labels=[out["label"] for out in outputs],
             top1=[out["score"] for out in outputs],
         )
+
+    def drift_tokenizer(self) -> Any:
+        """The payload log thread's own tokenizer: a fast tokenizer must not be called from two
+        threads at once ("Already borrowed"), and the request path keeps `self.tokenizer`."""
+        if getattr(self, "_drift_tokenizer", None) is None:
+            self._drift_tokenizer = AutoTokenizer.from_pretrained(
+                self.tokenizer_dir, local_files_only=True
+            )
+        return self._drift_tokenizer
+
+    def drift_stats(self, item: str) -> dict[str, float]:
+        """Payload log: token count before the cut, pieces per word, unknown share."""
+        tokenizer = self.drift_tokenizer()
+        ids = tokenizer(item, verbose=False)["input_ids"]
+        return text_stats(item, ids, tokenizer.unk_token_id)
+
+    def drift_embeddings(self, items: list[str]) -> Tensor:
+        """(B, H): the model's `embed` on the batch as `collate` builds it, tokenized apart."""
+        device = getattr(self, "device", None) or "cpu"
+        ids, mask = self.collate(items, self.drift_tokenizer())
+        return self.model.embed(ids.to(device), mask.to(device))
+
+    def drift_prediction(self, item: str, result: dict[str, Any]) -> int:
+        """Payload log: the predicted label's index."""
+        return self.meta["labels"].index(result["label"])

@@ -27,3 +27,20 @@ def head_tail(ids: list[int], max_length: int, head: Optional[int]) -> list[int]
         return ids
     head = max_length - 2 if head is None else min(head, max_length - 2)
     return ids[: head + 1] + ids[len(ids) - (max_length - head - 1) :]
+
+
+def text_stats(text: str, ids: list[int], unk_id: Optional[int]) -> dict[str, float]:
+    """The drift monitor's input statistics of one cleaned review and its token ids (before the
+    cut): token count, word pieces per word, and the share of unknown tokens.
+
+    Gibberish and other languages split into many pieces per word; the handler's payload log and
+    training's reference profile (train/core/reference.py) both call this function.
+    """
+    words = max(len(text.split()), 1)
+    pieces = max(len(ids) - 2, 0)  # without [CLS] and [SEP]
+    unknown = sum(1 for t in ids if t == unk_id) if unk_id is not None else 0
+    return {
+        "tokens": float(len(ids)),
+        "pieces_per_word": pieces / words,
+        "unknown_frac": unknown / max(pieces, 1),
+    }

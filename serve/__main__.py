@@ -1,7 +1,8 @@
 """Controls the local TorchServe of `make serve` / `make stop`, and builds .mar files.
 
-python -m serve start [--config F] [--store D] [--timeout S]   start, wait for READY (and the
-                                                               v2 metadata server beside it)
+python -m serve start [--config F] [--store D] [--timeout S]   start, wait for READY (with the
+                                                               v2 metadata server and the
+                                                               drift monitor beside it)
 python -m serve stop                                           stop both
 python -m serve status                                         ready? every model's workers READY
 python -m serve token [inference|management] [--host URL]      a token ("" for a remote host)
@@ -11,6 +12,7 @@ python -m serve monitor [--port P] [--stop]                    Prometheus on loo
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -19,6 +21,7 @@ from serve import prometheus
 from serve.archive import build_mar
 from serve.client import KEY_FILE, http, local_token, token
 from serve.config import CONFIG, ROOT
+from serve.monitor import PID_FILE, start_monitor, stop_by_pid_file
 from serve.server import (
     Server,
     attach,
@@ -31,6 +34,10 @@ from serve.server import (
     v2_is_up,
     wait_ready,
 )
+
+# The handlers' payload logs, which the drift monitor of `make serve` reads (docs/monitoring.md).
+PAYLOAD_DIR = ROOT / "payload_log"
+MONITOR_PORT = int(os.environ.get("MONITOR_PORT", "8083"))
 
 
 def serve(config: Path, store: Path, timeout: float) -> None:
@@ -45,9 +52,25 @@ def serve(config: Path, store: Path, timeout: float) -> None:
         if server.v2 and not v2_is_up(server.v2):
             start_v2_metadata(server, store, ROOT)
     else:
-        server = start(store, ROOT, models, config=config, free_ports=False, timeout=timeout)
+        server = start(
+            store,
+            ROOT,
+            models,
+            config=config,
+            free_ports=False,
+            timeout=timeout,
+            payload_dir=PAYLOAD_DIR,
+        )
     print(f"TorchServe is up with {len(models)} models READY: {', '.join(models)}")
+    serve_monitor(store)
     print_examples(server, models)
+
+
+def serve_monitor(store: Path) -> None:
+    """Starts the drift monitor beside TorchServe, unless the one of `make serve` still runs."""
+    stop_by_pid_file(ROOT / PID_FILE)
+    mon = start_monitor(store, PAYLOAD_DIR, ROOT / "logs", MONITOR_PORT, pid_file=ROOT / PID_FILE)
+    print(f"Drift monitor: {mon.url} (payload logs in {PAYLOAD_DIR})")
 
 
 def print_examples(server: Server, models: list[str]) -> None:
@@ -134,6 +157,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         serve(args.config, args.store, args.timeout)
     elif args.cmd == "stop":
         stop_local(ROOT)
+        if stop_by_pid_file(ROOT / PID_FILE):
+            print("Drift monitor stopped.")
     elif args.cmd == "status":
         sys.exit(status(CONFIG, args.store))
     elif args.cmd == "monitor":

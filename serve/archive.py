@@ -1,7 +1,8 @@
 """build_mar: packs artifacts/<name>/ and model_archives/<name>/ into <name>.mar.
 
 What goes in comes from the model's archive.yaml (train.core.registry): the handler and its
-helper modules, meta.json and metrics.json of the export, and the spec's artifact files.
+helper modules, meta.json and metrics.json of the export, the spec's artifact files, and the
+drift reference profile when the export wrote one.
 """
 
 import subprocess
@@ -14,6 +15,9 @@ from serve.config import ROOT
 from train.core.registry import ModelSpec, spec
 
 REQUIRED = ("model.pt", "meta.json")
+# Packed when the export wrote them: the drift reference profile (monitor/reference.py), which
+# the monitor reads from the .mar. An artifact exported before it existed still packs.
+OPTIONAL = ("reference.json", "reference.npz")
 
 
 def build_mar(
@@ -38,6 +42,7 @@ def build_mar(
     extra = [str(ROOT / f) for f in model.extra_files]
     extra += [str(art / "meta.json"), str(art / "metrics.json")]
     extra += [str(art / f) for f in model.artifact_files]
+    extra += [str(art / f) for f in OPTIONAL if (art / f).exists()]
     export_path.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "model_archiver.model_packaging",

@@ -111,6 +111,7 @@ def start(
     env: Optional[Mapping[str, str]] = None,
     token_auth: bool = True,
     timeout: float = 240,
+    payload_dir: Optional[Path] = None,
 ) -> Server:
     """Starts torchserve with every .mar of `store` and waits until `models` are READY.
 
@@ -119,13 +120,16 @@ def start(
     its pid file in TMPDIR and refuses a second server sharing it). free_ports=False (`make
     serve`): `config` as it is and the usual TMPDIR, where `torchserve --stop` looks.
     `models` defaults to every .mar of the store; with none, it waits for the management API.
-    The server runs in its own session: it outlives the caller until stopped.
+    The server runs in its own session: it outlives the caller until stopped. With
+    `payload_dir`, the handlers write their payload logs there for the drift monitor.
     """
     workdir, store = Path(workdir), Path(store)
     log_dir = workdir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     run_env = {**os.environ, **(env or {}), "LOG_LOCATION": str(log_dir)}
     run_env["METRICS_LOCATION"] = str(log_dir)
+    if payload_dir is not None:
+        run_env["BUNDLE_PAYLOAD_DIR"] = str(payload_dir)  # handlers/payload_log.py
     run_env["PATH"] = f"{Path(sys.executable).parent}:{run_env.get('PATH', '')}"
     if free_ports:
         overrides = {**free_addresses(), "model_store": str(store)}

@@ -97,11 +97,18 @@ def every_model_store(tiny_run, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def every_model_server(every_model_store, tiny_artifacts, tmp_path_factory):
-    """One torchserve with every model, as `make serve` starts them, shared by the tests that
-    need them all (load test smoke, fuzzing); stopped at the end of the session."""
+    """One torchserve with every model, as `make serve` starts them (payload logs on, in
+    <workdir>/payload_log), shared by the tests that need them all (load test smoke, fuzzing,
+    the payload log); stopped at the end of the session."""
     workdir = tmp_path_factory.mktemp("every_model_ts")
     names = model_names(every_model_store)
-    srv = start(every_model_store, workdir, names, artifacts=tiny_artifacts)
+    srv = start(
+        every_model_store,
+        workdir,
+        names,
+        artifacts=tiny_artifacts,
+        payload_dir=workdir / "payload_log",
+    )
     yield srv
     srv.stop()
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from serve.client import http
-from serve.config import CONFIG, ROOT, free_addresses, write_properties
+from serve.config import CONFIG, ROOT, free_addresses, free_port, write_properties
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,10 @@ pytestmark = pytest.mark.e2e
 def test_start_prints_working_examples_then_stop_ends_it(graph_store, tmp_path):
     config = tmp_path / "ts.properties"
     props = write_properties(CONFIG, config, free_addresses())
-    env = {**os.environ, "TMPDIR": str(tmp_path)}  # torchserve's pid file goes there
+    port = free_port()
+    monitor = f"http://127.0.0.1:{port}/metrics"
+    # torchserve's pid file goes to TMPDIR; the drift monitor listens on MONITOR_PORT.
+    env = {**os.environ, "TMPDIR": str(tmp_path), "MONITOR_PORT": str(port)}
 
     def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "serve", *args]
@@ -42,12 +45,19 @@ def test_start_prints_working_examples_then_stop_ends_it(graph_store, tmp_path):
         assert metadata in started.stdout
         assert http(metadata, tok)[0] == 200
         assert http(f"{metadata}/ready", tok)[0] == 200
+        assert f"Drift monitor: {monitor}" in started.stdout
+        assert "# TYPE bundle_drift_detected gauge" in http(monitor)[1].decode()
         again = cli("start", "--config", str(config), "--store", str(graph_store))
         assert "already running" in again.stdout
     finally:
         stopped = cli("stop", timeout=120)
     assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     assert not (ROOT / "key_file.json").exists()  # torchserve --stop removes it
-    for url in (f"{props['inference_address']}/ping", f"{props['v2_metadata_address']}/v2/"):
+    assert "Drift monitor stopped." in stopped.stdout
+    for url in (
+        f"{props['inference_address']}/ping",
+        f"{props['v2_metadata_address']}/v2/",
+        monitor,
+    ):
         with pytest.raises(OSError):  # nothing listens any more
             http(url, timeout=5)

@@ -13,11 +13,12 @@ HANDLERS = Path(__file__).resolve().parents[2] / "handlers"
 if str(HANDLERS) not in sys.path:
     sys.path.append(str(HANDLERS))
 
-from image_request import decode_image, to_rgb  # noqa: E402
+from image_request import decode_image, image_stats, to_rgb  # noqa: E402
 from request_error import RequestError  # noqa: E402
-from text_request import clean_text, head_tail  # noqa: E402
+from text_request import clean_text, head_tail, text_stats  # noqa: E402
 
-from molecule_request import WARMUP_POS, WARMUP_Z  # noqa: E402
+from graph_request import graph_stats  # noqa: E402
+from molecule_request import WARMUP_POS, WARMUP_Z, molecule_stats  # noqa: E402
 
 __all__ = [
     "HANDLERS",
@@ -26,6 +27,10 @@ __all__ = [
     "RequestError",
     "clean_text",
     "decode_image",
+    "graph_stats",
     "head_tail",
+    "image_stats",
+    "molecule_stats",
+    "text_stats",
     "to_rgb",
 ]

@@ -51,9 +51,14 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(cin, num_classes))
 
+    @torch.jit.export
+    def embed(self, x: Tensor) -> Tensor:
+        """(B, F): the pooled features the head reads, the drift monitor's embedding."""
+        return self.features(x).mean(dim=(2, 3))  # (B, F, h, w) -> (B, F)
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, S, S) normalised images -> (B, num_classes) logits."""
-        return self.head(self.features(x).mean(dim=(2, 3)))  # (B, F, h, w) -> (B, F)
+        return self.head(self.embed(x))
 
 
 class KorniaViT(nn.Module):
@@ -118,9 +123,13 @@ class KorniaViT(nn.Module):
         else:
             self.vit.load_state_dict(state)
 
+    def embed(self, x: Tensor) -> Tensor:
+        """(B, D): the class token the head reads, the drift monitor's embedding."""
+        return self.vit(x)[:, 0]  # (B, 1 + N, D) -> (B, D)
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, S, S) normalised images -> (B, num_classes) logits from the class token."""
-        return self.head(self.vit(x)[:, 0])  # (B, 1 + N, D) -> (B, D)
+        return self.head(self.embed(x))
 
 
 class Preprocess(nn.Module):
@@ -179,17 +188,26 @@ class ImageClassifier(nn.Module):
             x = x.float() / 255.0
         return self.preprocess(x)  # (B, 3, H, W) -> (B, 3, S, S)
 
-    def forward(self, images: Union[Tensor, list[Tensor]]) -> Tensor:
-        """Returns (B, num_classes) logits."""
+    def _inputs(self, images: Union[Tensor, list[Tensor]]) -> Tensor:
+        """(B, 3, S, S) net inputs from a tensor or a list of photos of any sizes."""
         if isinstance(images, Tensor):
-            return self._run(self._prepare(images))
+            return self._prepare(images)
         shape = images[0].shape
         same = True
         for x in images:
             same = same and x.shape == shape
         if same and len(shape) == 3:
-            return self._run(self._prepare(torch.stack(images)))  # one resize for the batch
-        return self._run(torch.cat([self._prepare(x) for x in images]))
+            return self._prepare(torch.stack(images))  # one resize for the batch
+        return torch.cat([self._prepare(x) for x in images])
+
+    @torch.jit.export
+    def embed(self, images: Union[Tensor, list[Tensor]]) -> Tensor:
+        """(B, F): the net's penultimate features (no flip averaging), for the drift monitor."""
+        return self.net.embed(self._inputs(images))
+
+    def forward(self, images: Union[Tensor, list[Tensor]]) -> Tensor:
+        """Returns (B, num_classes) logits."""
+        return self._run(self._inputs(images))
 
 
 def for_export(model: ImageClassifier, example: Tensor) -> ImageClassifier:
@@ -206,5 +224,6 @@ def for_export(model: ImageClassifier, example: Tensor) -> ImageClassifier:
         model.preprocess = torch.jit.trace(model.preprocess, example)
         if not getattr(model.net, "scriptable", True):
             s = model.input_size
-            model.net = torch.jit.trace(model.net, torch.zeros(2, example.size(1), s, s))
+            x = torch.zeros(2, example.size(1), s, s)
+            model.net = torch.jit.trace_module(model.net, {"forward": x, "embed": x})
     return model

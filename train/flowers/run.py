@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from train.core.export import export_torchscript
-from train.core.handlers import decode_image
+from train.core.handlers import decode_image, image_stats
+from train.core.reference import sample, write_reference
 from train.core.scores import plot_confusion, scores
 from train.core.trainer import BestWeights, finish_logger, make_trainer
 from train.flowers.data import ImageSet
@@ -232,9 +233,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "model_cfg": OmegaConf.to_container(cfg.model.net, resolve=True),
     }
     export_image_model(model, val_x[:4], cfg.paths.artifacts, meta, metrics)
+    write_image_reference(model, data, cfg.paths.artifacts, meta, cfg.seed)
     if cfg.get("evaluate_test", True):
         metrics = score_test(cfg, data)
     return metrics
+
+
+@torch.no_grad()
+def write_image_reference(
+    model: ImageClassifier, data: ImageSet, out_dir: str, meta: dict, seed: int
+) -> None:
+    """The drift reference: sampled training photos as decoded for serving, with the model's
+    penultimate features and predicted label."""
+    model.eval()
+    idx = data.split["train"]
+    photos = [data.image(idx[i]) for i in sample(len(idx), seed)]
+    emb = torch.cat([model.embed(photos[i : i + 64]) for i in range(0, len(photos), 64)])
+    pred = predict(model, photos).tolist()
+    stats = [image_stats(x) for x in photos]
+    write_reference(out_dir, meta["name"], stats, emb, pred, meta["labels"])
 
 
 def score_test(cfg: DictConfig, data: ImageSet | None = None) -> dict[str, Any]:

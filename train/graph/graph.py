@@ -10,6 +10,8 @@ from torch import Tensor
 from torch_geometric.loader import DataLoader
 
 from train.core.export import export_torchscript
+from train.core.handlers import graph_stats
+from train.core.reference import write_reference
 from train.core.trainer import BestWeights, finish_logger, make_trainer
 from train.graph.data import load_tu
 from train.graph.lit import GraphClassifier
@@ -96,4 +98,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     export_torchscript(
         module.net, (batch.x, batch.edge_index, batch.batch), cfg.paths.artifacts, meta, metrics
     )
+    write_graph_reference(module.net, dataset[train_idx], cfg.paths.artifacts, meta)
     return metrics
+
+
+@torch.no_grad()
+def write_graph_reference(net: Any, graphs: Any, out_dir: str, meta: dict[str, Any]) -> None:
+    """The drift reference: every training molecule (MUTAG has fewer than SAMPLES), with its
+    pooled embedding and predicted label."""
+    net.eval()
+    emb, pred = [], []
+    for b in DataLoader(graphs, batch_size=64):
+        emb.append(net.embed(b.x, b.edge_index, b.batch))
+        pred += net(b.x, b.edge_index, b.batch).argmax(-1).tolist()
+    stats = [graph_stats(g.x, g.edge_index) for g in graphs]
+    write_reference(out_dir, meta["name"], stats, torch.cat(emb), pred, meta["labels"])

@@ -95,11 +95,15 @@ class GCN(nn.Module):
         self.conv2 = ScriptableGCNConv(hidden_dim, num_classes)
         self.dropout = dropout
 
+    @torch.jit.export
+    def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """(N, hidden_dim): the first layer's output, the drift monitor's penultimate embedding."""
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return F.relu(self.conv1(x, edge_index))
+
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """Returns logits of shape (N, num_classes)."""
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        x = F.relu(self.conv1(x, edge_index))
-        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = F.dropout(self.embed(x, edge_index), p=self.dropout, training=self.training)
         return self.conv2(x, edge_index)
 
 
@@ -126,11 +130,15 @@ class GAT(nn.Module):
         )
         self.dropout = dropout
 
+    @torch.jit.export
+    def embed(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """(N, hidden_dim * heads): the first layer's output, the drift monitor's embedding."""
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return F.elu(self.conv1(x, edge_index))
+
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         """Returns logits of shape (N, num_classes)."""
-        x = F.dropout(x, p=self.dropout, training=self.training)
-        x = F.elu(self.conv1(x, edge_index))
-        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = F.dropout(self.embed(x, edge_index), p=self.dropout, training=self.training)
         return self.conv2(x, edge_index)
 
 
@@ -157,13 +165,17 @@ class GraphGCN(nn.Module):
             nn.Linear(hidden_dim, num_classes),
         )
 
-    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor) -> Tensor:
-        """Returns logits of shape (B, num_classes) for B graphs given by `batch`."""
+    @torch.jit.export
+    def embed(self, x: Tensor, edge_index: Tensor, batch: Tensor) -> Tensor:
+        """(B, 2 * hidden_dim): the pooled readout the head reads, the drift monitor's embedding."""
         for conv in self.convs:
             x = F.relu(conv(x, edge_index))
         size: Optional[int] = None
         # (N, H) -> (B, 2H): sum keeps graph size, mean keeps composition.
-        pooled = torch.cat(
+        return torch.cat(
             [global_add_pool(x, batch, size), global_mean_pool(x, batch, size)], dim=-1
         )
-        return self.head(pooled)
+
+    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor) -> Tensor:
+        """Returns logits of shape (B, num_classes) for B graphs given by `batch`."""
+        return self.head(self.embed(x, edge_index, batch))

@@ -3,11 +3,17 @@
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
+from torch_geometric.utils import k_hop_subgraph
 
 from train.core.export import export_torchscript
+from train.core.handlers import graph_stats
+from train.core.reference import sample, write_reference
 from train.core.trainer import BestWeights, finish_logger, make_trainer
 from train.graph.data import load_planetoid
 from train.graph.lit import NodeClassifier
@@ -46,4 +52,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "model_cfg": OmegaConf.to_container(cfg.model.net, resolve=True),
     }
     export_torchscript(net, (data.x, data.edge_index), cfg.paths.artifacts, meta, metrics)
+    write_node_reference(net, data, cfg.paths.artifacts, cfg.name, meta["labels"], cfg.seed)
     return metrics
+
+
+@torch.no_grad()
+def write_node_reference(
+    net: nn.Module, data: Data, out_dir: str, name: str, labels: list[str], seed: int
+) -> None:
+    """The drift reference: sampled nodes, each as the request the example sends (its 2-hop
+    neighbourhood, returning that node), with the node's embedding and predicted label.
+
+    A 2-layer net's output at a node depends on its 2-hop neighbourhood alone, so the full
+    graph's embedding of the node is the one its request gets served.
+    """
+    net.eval()
+    emb = net.embed(data.x, data.edge_index)  # (N, H)
+    pred = net(data.x, data.edge_index).argmax(-1)
+    nodes = sample(data.num_nodes, seed)
+    stats = []
+    for c in nodes:
+        subset, edge_index, _, _ = k_hop_subgraph(
+            c, 2, data.edge_index, relabel_nodes=True, num_nodes=data.num_nodes
+        )
+        stats.append(graph_stats(data.x[subset], edge_index))
+    idx = torch.tensor(nodes)
+    write_reference(out_dir, name, stats, emb[idx], [[int(p)] for p in pred[idx]], labels)

@@ -10,6 +10,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from train.core.handlers import text_stats
+from train.core.reference import sample, write_reference
 from train.imdb.model import Batcher
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ def export_traced(
     batches[0] must have padding (zeros in its mask), so that nothing about "no padding" is
     recorded; the others have other batch sizes and lengths. Writes model.pt (TorchScript),
     state_dict.pt and hf_config.json (to rebuild the eager model, e.g. for int8), the
-    tokenizer files, meta.json and metrics.json.
+    tokenizer files, meta.json and metrics.json. The traced module also has `embed`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,12 +45,18 @@ def export_traced(
     ids, mask = batches[0]
     assert bool((mask == 0).any()), "trace on a padded batch"
     with torch.no_grad():
-        traced = torch.jit.trace(net, (ids, mask), check_trace=False)
+        # `embed` (the pooled [CLS] state) is traced beside `forward`, for the drift monitor.
+        traced = torch.jit.trace_module(
+            net, {"forward": (ids, mask), "embed": (ids, mask)}, check_trace=False
+        )
     traced.save(str(out / "model.pt"))
     reloaded = torch.jit.load(str(out / "model.pt"))
     with torch.no_grad():
         for ids, mask in batches:
             torch.testing.assert_close(reloaded(ids, mask), net(ids, mask), atol=atol, rtol=1e-4)
+            torch.testing.assert_close(
+                reloaded.embed(ids, mask), net.embed(ids, mask), atol=atol, rtol=1e-4
+            )
     torch.save(net.state_dict(), out / "state_dict.pt")
     hf = net.model.config.to_dict() if hasattr(net, "model") else {}
     (out / "hf_config.json").write_text(json.dumps(hf, indent=2) + "\n")
@@ -58,6 +66,32 @@ def export_traced(
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("exported %s: %s", out, metrics)
     return out
+
+
+@torch.inference_mode()
+def write_text_reference(
+    net: nn.Module,
+    batcher: Batcher,
+    texts: Sequence[str],
+    out_dir: str | Path,
+    meta: dict,
+    seed: int,
+) -> Path:
+    """The drift reference: sampled training reviews (cleaned, as the handler sees them), with
+    the model's pooled embedding and predicted label."""
+    net.eval()
+    picked = [texts[i] for i in sample(len(texts), seed)]
+    tok = batcher.tokenizer
+    stats = [
+        text_stats(t, ids, tok.unk_token_id)
+        for t, ids in zip(picked, tok(picked, verbose=False)["input_ids"])
+    ]
+    emb, pred = [], []
+    for i in range(0, len(picked), 32):
+        ids, mask = batcher.encode(picked[i : i + 32])
+        emb.append(net.embed(ids, mask))
+        pred += net(ids, mask).argmax(-1).tolist()
+    return write_reference(out_dir, meta["name"], stats, torch.cat(emb), pred, meta["labels"])
 
 
 def shape_checks(batcher: Batcher, texts: Sequence[str]) -> list[tuple[Tensor, Tensor]]:

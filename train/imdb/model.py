@@ -70,6 +70,11 @@ class SequenceClassifier(nn.Module):
         """Returns logits of shape (B, num_classes) for (B, T) token ids and padding mask."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
+    def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, H): the pooled [CLS] state the classifier reads, the drift monitor's embedding."""
+        out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.pooler_output
+
 
 class Batcher:
     """Tokenizes a list of (text, label) pairs into padded (input_ids, attention_mask, labels).

@@ -32,7 +32,14 @@ from transformers import AutoTokenizer
 from train.core.handlers import clean_text
 from train.core.trainer import finish_logger, make_trainer
 from train.imdb.data import load_imdb
-from train.imdb.export import TOKENIZER_DIR, base_meta, export_traced, file_mb, shape_checks
+from train.imdb.export import (
+    TOKENIZER_DIR,
+    base_meta,
+    export_traced,
+    file_mb,
+    shape_checks,
+    write_text_reference,
+)
 from train.imdb.lit import SentimentClassifier
 from train.imdb.model import Batcher, load_eager, resolve_pretrained
 
@@ -121,6 +128,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     export_traced(
         net, shape_checks(batcher, test_x), tokenizer, cfg.paths.artifacts, base_meta(cfg), metrics
     )
+    write_text_reference(net, batcher, train_x, cfg.paths.artifacts, base_meta(cfg), cfg.seed)
     metrics["model_pt_mb"] = file_mb(Path(cfg.paths.artifacts) / "model.pt")
     metrics["wall_seconds"] = round(time.perf_counter() - wall0)
     metrics["cpu_seconds"] = round(cpu_seconds() - cpu0)
@@ -172,6 +180,8 @@ def run_int8(cfg: DictConfig) -> dict[str, Any]:
     export_traced(
         int8, shape_checks(batcher, test_x), tokenizer, cfg.paths.artifacts, meta, metrics
     )
+    train_x, _, _ = load_imdb(d, "train", d.train_samples)
+    write_text_reference(int8, batcher, train_x, cfg.paths.artifacts, meta, cfg.seed)
     metrics["wall_seconds"] = round(time.perf_counter() - wall0)
     metrics["model_pt_mb"] = file_mb(Path(cfg.paths.artifacts) / "model.pt")
     Path(cfg.paths.artifacts, "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

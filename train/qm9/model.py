@@ -132,6 +132,17 @@ class EnergyModel(nn.Module):
         """(B,) float32: what the ET learns, U0 minus the reference."""
         return self.net(z, pos, batch)[0].squeeze(-1)
 
+    @torch.jit.export
+    def embed(self, z: Tensor, pos: Tensor, batch: Tensor) -> Tensor:
+        """(B, H): the ET's atom features averaged per molecule, the drift monitor's embedding
+        (the scalar head reads these features)."""
+        x = self.net.representation_model(z, pos, batch)[0]  # (N, H)
+        num_molecules = int(batch.max()) + 1 if batch.numel() > 0 else 0
+        total = torch.zeros(num_molecules, x.size(1), dtype=x.dtype, device=x.device)
+        total = total.index_add(0, batch, x)
+        counts = torch.bincount(batch, minlength=num_molecules).clamp(min=1).to(x.dtype)
+        return total / counts.unsqueeze(-1)
+
     def forward(self, z: Tensor, pos: Tensor, batch: Tensor, forces: bool) -> tuple[Tensor, Tensor]:
         if forces:
             pos = pos.detach().requires_grad_(True)

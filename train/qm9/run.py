@@ -19,6 +19,8 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from train.core.export import export_torchscript
+from train.core.handlers import molecule_stats
+from train.core.reference import sample, write_reference
 from train.core.trainer import BestWeights, finish_logger, make_trainer
 from train.qm9.data import (
     element_counts,
@@ -237,8 +239,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.artifacts)
     export_torchscript(model, (b.z, b.pos, b.batch, False), out, meta, metrics)
     check_forces(out / "model.pt", model, b)
+    write_qm9_reference(model, train_set, out, cfg.name, elements, cfg.seed)
     log.info("%s", json.dumps(metrics))
     return metrics
+
+
+@torch.no_grad()
+def write_qm9_reference(
+    model: EnergyModel, molecules: list[Data], out: Path, name: str, elements: list[int], seed: int
+) -> None:
+    """The drift reference: sampled training molecules with their embedding and the predicted
+    energy per atom (eV; total energies scale with size, per atom they compare across sizes)."""
+    model.eval()
+    picked = [molecules[i] for i in sample(len(molecules), seed)]
+    emb, per_atom = [], []
+    for b in loader(picked, 64):
+        emb.append(model.embed(b.z, b.pos, b.batch))
+        energy, _ = model(b.z, b.pos, b.batch, False)
+        per_atom += (energy / torch.bincount(b.batch)).tolist()
+    stats = [molecule_stats(m.z, m.pos, elements) for m in picked]
+    write_reference(out, name, stats, torch.cat(emb), per_atom)
 
 
 def reexport(cfg: DictConfig) -> dict[str, Any]:
