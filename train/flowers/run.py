@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from train.core.export import export_torchscript
 from train.core.handlers import decode_image
-from train.core.scores import plot_confusion, scores
+from train.core.plots import plot_confusion
+from train.core.scores import scores
 from train.core.trainer import BestWeights, finish_logger, make_trainer
 from train.flowers.data import ImageSet
 from train.flowers.models import ImageClassifier, for_export
@@ -191,7 +192,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, train_loader, val_loader)
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
-    finish_logger(trainer)
 
     model = module.final_model().cpu().float().eval()
     val = scores(predict(model, val_x), val_y, data.classes)
@@ -232,8 +232,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "model_cfg": OmegaConf.to_container(cfg.model.net, resolve=True),
     }
     export_image_model(model, val_x[:4], cfg.paths.artifacts, meta, metrics)
+    images = []  # the W&B run stays open until the test confusion matrix is drawn
     if cfg.get("evaluate_test", True):
         metrics = score_test(cfg, data)
+        images.append(Path(cfg.paths.artifacts) / "confusion.png")
+    finish_logger(trainer, images)
     return metrics
 
 
