@@ -30,9 +30,16 @@ def _save(fig: Any, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def plot_curves(history: Sequence[dict[str, float]], title: str, path: Path) -> None:
+def plot_curves(
+    history: Sequence[dict[str, float]],
+    title: str,
+    path: Path,
+    steps: Sequence[tuple[float, float]] = (),
+) -> None:
     """Per-epoch losses (left) and the other validation metrics (right), from `history` rows
-    ({"epoch": 0, "train_loss": ..., "val_acc": ...}); a metric missing from a row is a gap."""
+    ({"epoch": 0, "train_loss": ..., "val_acc": ...}), plotted at the end of their epoch; a
+    metric missing from a row is a gap. `steps`, (epochs done, loss) of each training step,
+    is drawn faintly under the losses when epochs have more than one step."""
     keys = sorted({k for row in history for k in row if k != "epoch"})
     losses = [k for k in keys if k.endswith("_loss")]
     metrics = [k for k in keys if k not in losses]
@@ -41,7 +48,11 @@ def plot_curves(history: Sequence[dict[str, float]], title: str, path: Path) -> 
 
     panels = [("loss", losses)] + ([("validation metric", metrics)] if metrics else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), dpi=110)
-    for ax, (ylabel, names) in zip(list(getattr(axes, "flat", [axes])), panels):
+    axes = list(getattr(axes, "flat", [axes]))
+    if len(steps) > len(history):
+        x, y = zip(*steps)
+        axes[0].plot(x, y, lw=0.6, alpha=0.35, color="grey", label="train_loss (step)")
+    for ax, (ylabel, names) in zip(axes, panels):
         for name in names:
             rows = [r for r in history if name in r]
             ax.plot([r["epoch"] + 1 for r in rows], [r[name] for r in rows], marker=".", label=name)

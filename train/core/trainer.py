@@ -60,6 +60,8 @@ class Curves(L.Callback):
     def __init__(self, out: Path, title: str) -> None:
         self.out, self.title = out, title
         self.history: list[dict[str, float]] = []
+        # (epochs done, loss) of every step: BERT's few epochs have hundreds of steps each.
+        self.steps: list[tuple[float, float]] = []
         self._losses: list[float] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -71,6 +73,9 @@ class Curves(L.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor):
             self._losses.append(float(loss.detach()))
+            per_epoch = float(trainer.num_training_batches)
+            done = (idx + 1) / per_epoch if 0 < per_epoch < float("inf") else 1.0
+            self.steps.append((trainer.current_epoch + done, self._losses[-1]))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning runs the epoch's validation before this hook: its figures are in.
@@ -93,7 +98,7 @@ class Curves(L.Callback):
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(self.history)
-        plot_curves(self.history, self.title, self.out / "curves.png")
+        plot_curves(self.history, self.title, self.out / "curves.png", self.steps)
         log_images(trainer, [self.out / "curves.png"])
 
 
