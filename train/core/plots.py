@@ -55,7 +55,8 @@ def plot_curves(
     for ax, (ylabel, names) in zip(axes, panels):
         for name in names:
             rows = [r for r in history if name in r]
-            ax.plot([r["epoch"] + 1 for r in rows], [r[name] for r in rows], marker=".", label=name)
+            x, y = [r["epoch"] + 1 for r in rows], [r[name] for r in rows]
+            ax.plot(x, y, marker="." if len(rows) <= 40 else None, label=name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
