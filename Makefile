@@ -34,7 +34,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
         chaos overload soak fuzz contract bench-parse kserve-venv serve-kserve report-venv \
-        drift-report
+        drift-report predict
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -86,6 +86,19 @@ examples/index.json: $(wildcard model_archives/*/archive.yaml) | data/.prepared
 
 serve: venv java data archive examples ## Set up everything and start TorchServe with all models
 	$(PY) -m serve start
+
+# `make predict MODEL=cora_gcn INPUT=examples/cora_gcn.json`: the answer `make serve` would give
+# (its .mar rebuilt first when stale, as `make serve` does), printed on stdout; CONTENT_TYPE
+# names the body's type when the file's extension does not.
+MODEL        ?=
+INPUT        ?=
+CONTENT_TYPE ?=
+predict: venv ## A packaged model's answer to a request file, no server: MODEL=<name> INPUT=<file> [CONTENT_TYPE=t]
+	@test -n "$(MODEL)" -a -n "$(INPUT)" || \
+	  { echo "usage: make predict MODEL=<name> INPUT=<file> [CONTENT_TYPE=type]" >&2; exit 2; }
+	@test -n "$(filter $(MODEL),$(MODELS))" || { echo "$(MODEL): not one of $(MODELS)" >&2; exit 2; }
+	@$(MAKE) -s --no-print-directory model_store/$(MODEL).mar >&2
+	@$(PY) -m serve.predict '$(MODEL)' '$(INPUT)' $(if $(CONTENT_TYPE),--content-type '$(CONTENT_TYPE)')
 
 kserve-venv: $(KVENV)/.installed ## Create .venv-kserve: the serving stack and KServe's ModelServer
 

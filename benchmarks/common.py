@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -135,31 +134,13 @@ def example(name: str) -> tuple[bytes, str]:
 def load_service(
     mar: Path, workdir: Path, gpu_id: Optional[int] = None, batch_size: int = 32
 ) -> Any:
-    """Unpacks a .mar and loads it as a TorchServe worker does; returns the Service.
+    """Unpacks a .mar and loads it as a TorchServe worker does (serve/inprocess.py).
 
     gpu_id is what TorchServe gives a CUDA worker (benchmarks/gpu.py); None is CPU.
     """
-    import ts
-    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-    from ts.model_loader import ModelLoaderFactory
+    from serve import inprocess
 
-    model_dir = workdir / mar.stem
-    with zipfile.ZipFile(mar) as z:
-        z.extractall(model_dir)
-    manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
-    metrics = MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
-    metrics.initialize_cache()
-    # The worker process runs with the model dir on sys.path (handler modules import flat).
-    sys.path.insert(0, str(model_dir))
-    loader = ModelLoaderFactory.get_model_loader()
-    return loader.load(
-        mar.stem,
-        str(model_dir),
-        manifest["model"]["handler"],
-        gpu_id,
-        batch_size,
-        metrics_cache=metrics,
-    )
+    return inprocess.load_service(inprocess.unpack(mar, workdir), mar.stem, gpu_id, batch_size)
 
 
 def handler_of(service: Any) -> tuple[Any, Any]:

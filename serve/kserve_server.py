@@ -3,9 +3,9 @@
 python -m serve.kserve_server [--store model_store] [--models a,b] [--http-port 8085]
                               [--grpc-port 8087 | --no-grpc] [--host 127.0.0.1]
 
-Each .mar (or a folder holding an unpacked one) is loaded the way TorchServe's worker loads it:
-`ts.model_loader.TsModelLoader` reads MAR-INF/MANIFEST.json and the model-config.yaml it names,
-builds the real `ts.context.Context` and calls the handler's own `initialize`. Every request then
+Each .mar (or a folder holding an unpacked one) is loaded the way TorchServe's worker loads it
+(serve/inprocess.py, shared with `make predict` and the benchmarks): the real `ts.context.Context`
+and the handler's own `initialize`. Every request then
 goes through the handler's `handle` (its readers by Content-Type, `parse`, `collate`, one forward,
 `respond`, its own 4xx JSON error), so no handler code is written twice. Routes (KServe's):
 - v1 `POST /v1/models/<m>:predict`: the handler's native body. JSON (a request object or
@@ -26,16 +26,13 @@ import importlib
 import json
 import logging
 import struct
-import sys
 import tempfile
 import threading
 import uuid
-import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
 
-import ts
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from kserve import InferRequest, InferResponse, Model, ModelServer
@@ -48,12 +45,11 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from ts.context import RequestProcessor
-from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-from ts.model_loader import TsModelLoader
+
+from serve.inprocess import load_service, unpack
 
 log = logging.getLogger(__name__)
 
-METRICS_YAML = str(Path(ts.__file__).parent / "configs" / "metrics.yaml")
 
 # Bodies that TorchServe's frontend decodes into one row key per field before a worker sees them.
 FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -139,16 +135,6 @@ async def form_row(body: bytes, content_type: str) -> dict[str, Any]:
     return row
 
 
-def unpack(mar: Path, into: Path) -> Path:
-    """A .mar's contents in `into`/<name>/ (a .mar is a zip); a folder is used as it is."""
-    if mar.is_dir():
-        return mar
-    target = into / mar.stem
-    with zipfile.ZipFile(mar) as z:
-        z.extractall(target)
-    return target
-
-
 class HandlerModel(Model):
     """One served model: the .mar's own handler class, called through its `handle`."""
 
@@ -159,17 +145,8 @@ class HandlerModel(Model):
         self._lock = threading.Lock()
 
     def load(self) -> bool:
-        """Loads the handler as TorchServe's worker does (the model dir on sys.path first)."""
-        manifest = json.loads((self.model_dir / "MAR-INF" / "MANIFEST.json").read_text())
-        sys.path.insert(0, str(self.model_dir))
-        self.service = TsModelLoader().load(
-            self.name,
-            str(self.model_dir),
-            manifest["model"]["handler"],
-            None,
-            1,
-            metrics_cache=MetricsCacheYamlImpl(METRICS_YAML),
-        )
+        """Loads the handler as TorchServe's worker does (serve/inprocess.py)."""
+        self.service = load_service(self.model_dir, self.name)
         self.ready = True
         return self.ready
 

@@ -1,6 +1,6 @@
-"""Classifier scores shared by the families: accuracy with its interval, confusion, its plot."""
+"""Classifier scores shared by the families: accuracy with its interval, and the confusion
+matrix (its plot: train.core.plots.plot_confusion)."""
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,37 +24,3 @@ def scores(pred: Tensor, y: Tensor, classes: list[str]) -> dict[str, Any]:
         },
         "confusion": confusion.tolist(),
     }
-
-
-def plot_confusion(result: dict[str, Any], classes: list[str], title: str, path: Path) -> None:
-    """The test confusion matrix as a PNG beside metrics.json (rows true, columns predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = torch.tensor(result["confusion"])
-    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=120)
-    ax.imshow((m / m.sum(1, keepdim=True)).numpy(), cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(
-                j,
-                i,
-                int(m[i, j]),
-                ha="center",
-                va="center",
-                color="white" if m[i, j] > 0.5 * m[i].sum() else "black",
-            )
-    ax.set_xticks(range(len(classes)), classes, rotation=30)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    lo, hi = result["acc_ci95"]
-    ax.set_title(
-        f"{title}: test acc {result['acc']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={result['n']})",
-        fontsize=8,
-    )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -1,8 +1,9 @@
 """What every training run shares: the Trainer from the config, its logger, best-epoch weights,
-and the Lightning classifier base the families subclass."""
+the training curves, and the Lightning classifier base the families subclass."""
 
 import copy
-from collections.abc import Sequence
+import csv
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from torch import Tensor, nn
 
 
 def make_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """Builds the Lightning Trainer from cfg.trainer with the configured logger."""
+    """Builds the Lightning Trainer from cfg.trainer with the configured logger; every fit
+    writes its curves beside the run's metrics.json (Curves)."""
     logger: Any = False
     if cfg.get("logger") and cfg.logger.get("_target_"):
         Path(cfg.logger.save_dir).mkdir(parents=True, exist_ok=True)
@@ -25,16 +27,79 @@ def make_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> L.Tra
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=logger,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, Curves(Path(cfg.paths.artifacts), cfg.name)],
         enable_checkpointing=False,
     )
 
 
-def finish_logger(trainer: L.Trainer) -> None:
-    """Closes a W&B run so that consecutive runs in one process do not share it."""
+def log_images(trainer: L.Trainer, paths: Iterable[Path]) -> None:
+    """The run's PNGs as media of its W&B run (each under its file's stem), when W&B logs."""
+    if trainer.is_global_zero and hasattr(trainer.logger, "log_image"):
+        for path in paths:
+            trainer.logger.log_image(key=Path(path).stem, images=[str(path)])
+
+
+def finish_logger(trainer: L.Trainer, images: Iterable[Path] = ()) -> None:
+    """Logs `images` (log_images), then closes a W&B run so that consecutive runs in one process
+    do not share it."""
+    log_images(trainer, images)
     experiment = getattr(trainer.logger, "_experiment", None)
     if experiment is not None and hasattr(experiment, "finish"):
         experiment.finish()
+
+
+class Curves(L.Callback):
+    """Records the loss and the validation metrics of every epoch; at fit end writes them to
+    curves.csv and curves.png in `out` (the artifact folder) and logs the PNG.
+
+    The training loss is the training step's own loss averaged over the epoch's batches,
+    whatever the family logs (IMDb logs it per step only); the validation figures are the
+    epoch values the module logged (`val_*` in callback_metrics).
+    """
+
+    def __init__(self, out: Path, title: str) -> None:
+        self.out, self.title = out, title
+        self.history: list[dict[str, float]] = []
+        # (epochs done, loss) of every step: BERT's few epochs have hundreds of steps each.
+        self.steps: list[tuple[float, float]] = []
+        self._losses: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._losses = []
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor):
+            self._losses.append(float(loss.detach()))
+            per_epoch = float(trainer.num_training_batches)
+            done = (idx + 1) / per_epoch if 0 < per_epoch < float("inf") else 1.0
+            self.steps.append((trainer.current_epoch + done, self._losses[-1]))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning runs the epoch's validation before this hook: its figures are in.
+        row: dict[str, float] = {"epoch": trainer.current_epoch}
+        if self._losses:
+            row["train_loss"] = sum(self._losses) / len(self._losses)
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val_"):
+                row[key] = float(value)
+        self.history.append(row)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.history or not trainer.is_global_zero:
+            return
+        from train.core.plots import plot_curves
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        keys = list(dict.fromkeys(k for row in self.history for k in row))
+        with open(self.out / "curves.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        plot_curves(self.history, self.title, self.out / "curves.png", self.steps)
+        log_images(trainer, [self.out / "curves.png"])
 
 
 class BestWeights(L.Callback):

@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from train.core.export import export_torchscript
 from train.core.handlers import decode_image, image_stats
+from train.core.plots import plot_confusion
 from train.core.reference import sample, write_reference
-from train.core.scores import plot_confusion, scores
+from train.core.scores import scores
 from train.core.trainer import BestWeights, finish_logger, make_trainer
 from train.flowers.data import ImageSet
 from train.flowers.models import ImageClassifier, for_export
@@ -192,7 +193,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(module, train_loader, val_loader)
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
-    finish_logger(trainer)
 
     model = module.final_model().cpu().float().eval()
     val = scores(predict(model, val_x), val_y, data.classes)
@@ -234,8 +234,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     export_image_model(model, val_x[:4], cfg.paths.artifacts, meta, metrics)
     write_image_reference(model, data, cfg.paths.artifacts, meta, cfg.seed)
+    images = []  # the W&B run stays open until the test confusion matrix is drawn
     if cfg.get("evaluate_test", True):
         metrics = score_test(cfg, data)
+        images.append(Path(cfg.paths.artifacts) / "confusion.png")
+    finish_logger(trainer, images)
     return metrics
 
 

@@ -1,5 +1,6 @@
 """MUTAG graph classification: 10-fold CV for the estimate, then a final model on a fixed split."""
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,7 +12,9 @@ from torch_geometric.loader import DataLoader
 
 from train.core.export import export_torchscript
 from train.core.handlers import graph_stats
+from train.core.plots import plot_confusion
 from train.core.reference import write_reference
+from train.core.scores import scores
 from train.core.trainer import BestWeights, finish_logger, make_trainer
 from train.graph.data import load_tu
 from train.graph.lit import GraphClassifier
@@ -33,7 +36,8 @@ def stratified_folds(y: Tensor, k: int, seed: int) -> list[Tensor]:
 
 def _fit_eval(
     cfg: DictConfig, dataset: Any, train_idx: Tensor, val_idx: Tensor, test_idx: Tensor
-) -> tuple[GraphClassifier, float, float]:
+) -> tuple[GraphClassifier, float, float, L.Trainer]:
+    """Fits on train_idx, picks the weights on val_idx; the trainer's W&B run is left open."""
     net = instantiate(cfg.model.net, in_dim=dataset.num_features, num_classes=dataset.num_classes)
     module = GraphClassifier(net, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     bs = cfg.data.batch_size
@@ -44,8 +48,15 @@ def _fit_eval(
     trainer.fit(module, train_loader, val_loader)
     val = trainer.validate(module, val_loader, verbose=False)[0]["val_acc"]
     test = trainer.test(module, test_loader, verbose=False)[0]["test_acc"]
-    finish_logger(trainer)
-    return module, val, test
+    return module, val, test, trainer
+
+
+@torch.no_grad()
+def predict(net: Any, dataset: Any, batch_size: int) -> Tensor:
+    """The predicted class of each graph, in order."""
+    net.eval()
+    loader = DataLoader(dataset, batch_size=batch_size)
+    return torch.cat([net(b.x, b.edge_index, b.batch).argmax(-1) for b in loader])
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -62,12 +73,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         test_idx, val_idx = folds[i], folds[(i + 1) % k]
         train_idx = torch.cat([f for j, f in enumerate(folds) if j not in (i, (i + 1) % k)])
         L.seed_everything(cfg.seed + i, workers=True)
-        cv_acc.append(_fit_eval(cfg, dataset, train_idx, val_idx, test_idx)[2])
+        _, _, test_acc, trainer = _fit_eval(cfg, dataset, train_idx, val_idx, test_idx)
+        finish_logger(trainer)
+        cv_acc.append(test_acc)
 
-    # Final model: the fixed split is fold 0 test, fold 1 val, the rest train.
+    # Final model: the fixed split is fold 0 test, fold 1 val, the rest train. It is fitted last,
+    # so its curves are the ones left in the artifact folder.
     train_idx = torch.cat(folds[2:])
     L.seed_everything(cfg.seed, workers=True)
-    module, val_acc, test_acc = _fit_eval(cfg, dataset, train_idx, folds[1], folds[0])
+    module, val_acc, test_acc, trainer = _fit_eval(cfg, dataset, train_idx, folds[1], folds[0])
+    labels = list(cfg.data.labels)
+    test = scores(predict(module.net, dataset[folds[0]], cfg.data.batch_size), y[folds[0]], labels)
+    confusion = Path(cfg.paths.artifacts) / "confusion.png"
+    plot_confusion(test, labels, cfg.name, confusion)
+    finish_logger(trainer, [confusion])
 
     cv = torch.tensor(cv_acc) if cv_acc else torch.zeros(0)
     metrics = {

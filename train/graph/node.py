@@ -1,5 +1,6 @@
 """Cora node classification: config -> data -> model -> fit -> evaluate -> export."""
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,9 @@ from torch_geometric.utils import k_hop_subgraph
 
 from train.core.export import export_torchscript
 from train.core.handlers import graph_stats
+from train.core.plots import plot_confusion
 from train.core.reference import sample, write_reference
+from train.core.scores import scores
 from train.core.trainer import BestWeights, finish_logger, make_trainer
 from train.graph.data import load_planetoid
 from train.graph.lit import NodeClassifier
@@ -32,7 +35,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, loader, loader)
     val = trainer.validate(module, loader, verbose=False)[0]
     test = trainer.test(module, loader, verbose=False)[0]
-    finish_logger(trainer)
+    net.eval()
+    with torch.no_grad():
+        pred = net(data.x, data.edge_index).argmax(-1)
+    mask = data.test_mask
+    confusion = Path(cfg.paths.artifacts) / "confusion.png"
+    labels = list(cfg.data.labels)
+    plot_confusion(scores(pred[mask], data.y[mask], labels), labels, cfg.name, confusion)
+    finish_logger(trainer, [confusion])
 
     metrics = {
         "model": cfg.name,

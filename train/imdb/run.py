@@ -30,6 +30,8 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from train.core.handlers import clean_text
+from train.core.plots import plot_confusion
+from train.core.scores import scores
 from train.core.trainer import finish_logger, make_trainer
 from train.imdb.data import load_imdb
 from train.imdb.export import (
@@ -53,18 +55,23 @@ def evaluate(
     labels: Sequence[int],
     batcher: Batcher,
     batch_size: int,
+    classes: Sequence[str],
 ) -> dict[str, Any]:
-    """Accuracy of `forward` over the reviews; batches hold reviews of similar length."""
+    """Accuracy of `forward` over the reviews, its interval and the confusion matrix
+    (train.core.scores); batches hold reviews of similar length."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    correct, start = 0, time.perf_counter()
+    pred = torch.empty(len(texts), dtype=torch.long)
+    start = time.perf_counter()
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         ids, mask = batcher.encode([texts[i] for i in idx])
-        pred = forward(ids, mask).argmax(-1)
-        correct += int((pred == torch.tensor([labels[i] for i in idx])).sum())
+        pred[idx] = forward(ids, mask).argmax(-1)
     seconds = time.perf_counter() - start
+    result = scores(pred, torch.tensor(list(labels)), list(classes))
     return {
-        "acc": round(correct / max(1, len(texts)), 4),
+        "acc": result["acc"],
+        "acc_ci95": result["acc_ci95"],
+        "confusion": result["confusion"],
         "n": len(texts),
         "reviews_per_s": round(len(texts) / seconds, 1),
     }
@@ -105,10 +112,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     fit_seconds = time.perf_counter() - fit0
 
     net = module.net.cpu().eval()
-    test = evaluate(net, test_x, test_y, batcher, d.eval_batch_size)
+    test = evaluate(net, test_x, test_y, batcher, d.eval_batch_size, d.labels)
+    confusion = Path(cfg.paths.artifacts) / "confusion.png"
+    plot_confusion(test, list(d.labels), cfg.name, confusion)
     if trainer.logger:
         trainer.logger.log_metrics({"test_acc": test["acc"]})
-    finish_logger(trainer)
+    finish_logger(trainer, [confusion])
     metrics = {
         "model": cfg.name,
         "dataset": "IMDb",
@@ -158,7 +167,9 @@ def run_int8(cfg: DictConfig) -> dict[str, Any]:
     # sample that lost less accuracy than one scale per matrix (see docs/imdb_bert.md).
     qconfig = per_channel_dynamic_qconfig if cfg.quantize.per_channel else default_dynamic_qconfig
     int8 = quantize_dynamic(fp32, {nn.Linear: qconfig}, dtype=getattr(torch, cfg.quantize.dtype))
-    test = evaluate(int8, test_x, test_y, batcher, d.eval_batch_size)
+    test = evaluate(int8, test_x, test_y, batcher, d.eval_batch_size, d.labels)
+    # No fit, so no curves: the confusion matrix is this run's plot.
+    plot_confusion(test, list(d.labels), cfg.name, Path(cfg.paths.artifacts) / "confusion.png")
     fp32_metrics = json.loads((source / "metrics.json").read_text())
     metrics = {
         "model": cfg.name,
@@ -203,5 +214,5 @@ def evaluate_artifact(cfg: DictConfig) -> dict[str, Any]:
     raw_x, test_y, _ = load_imdb(OmegaConf.merge(d, {"clean": []}), "test", d.test_samples)
     test_x = [clean_text(t, meta["clean"]) for t in raw_x]
     batcher = Batcher(tokenizer, meta["max_length"], meta.get("head_tokens"))
-    result = evaluate(model, test_x, test_y, batcher, 64)
+    result = evaluate(model, test_x, test_y, batcher, 64, meta["labels"])
     return {"model": cfg.name, "artifact": str(art / "model.pt"), "test": result}

@@ -20,6 +20,7 @@ from torch_geometric.data import Data
 
 from train.core.export import export_torchscript
 from train.core.handlers import molecule_stats
+from train.core.plots import plot_parity
 from train.core.reference import sample, write_reference
 from train.core.trainer import BestWeights, finish_logger, make_trainer
 from train.qm9.data import (
@@ -106,18 +107,26 @@ def fit_reference(molecules: list[Data], elements: list[int], max_z: int) -> Ten
 
 
 @torch.no_grad()
-def evaluate(model: EnergyModel, molecules: list[Data], batch_size: int) -> dict[str, float]:
-    """MAE (meV) of the model and of the per-element reference alone, on total U0."""
+def energies(
+    model: EnergyModel, molecules: list[Data], batch_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(predicted, true, per-element reference) U0 in eV of each molecule, (M,) each."""
     model.eval()
-    err, base = [], []
+    pred, true, ref = [], [], []
     for b in loader(molecules, batch_size):
         energy, _ = model(b.z, b.pos, b.batch, False)
-        ref = model.reference(b.z, b.batch, b.num_graphs)
-        err.append((energy - b.y.view(-1)).abs())
-        base.append((ref - b.y.view(-1)).abs())
+        pred.append(energy)
+        true.append(b.y.view(-1))
+        ref.append(model.reference(b.z, b.batch, b.num_graphs))
+    return torch.cat(pred), torch.cat(true), torch.cat(ref)
+
+
+def evaluate(model: EnergyModel, molecules: list[Data], batch_size: int) -> dict[str, float]:
+    """MAE (meV) of the model and of the per-element reference alone, on total U0."""
+    pred, true, ref = energies(model, molecules, batch_size)
     return {
-        "mae_mev": round(float(torch.cat(err).mean()) * 1000, 2),
-        "baseline_mae_mev": round(float(torch.cat(base).mean()) * 1000, 2),
+        "mae_mev": round(float((pred - true).abs().mean()) * 1000, 2),
+        "baseline_mae_mev": round(float((ref - true).abs().mean()) * 1000, 2),
     }
 
 
@@ -195,11 +204,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     trainer = make_trainer(cfg, [BestWeights("val_mae", "min")])
     trainer.fit(module, train_loader, val_loader)
-    finish_logger(trainer)
     train_seconds = time.monotonic() - started
 
     model = module.model.cpu().eval()
     val, test = evaluate(model, val_set, 256), evaluate(model, test_set, 256)
+    parity = Path(cfg.paths.artifacts) / "parity.png"
+    plot_parity(*energies(model, test_set, 256), cfg.name, parity)
+    finish_logger(trainer, [parity])
     metrics = {
         "model": cfg.name,
         "dataset": cfg.data.name,

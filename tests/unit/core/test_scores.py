@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from train.core.scores import plot_confusion, scores
+from train.core.plots import plot_confusion
+from train.core.scores import scores
 
 CLASSES = ["a", "b", "c"]
 
