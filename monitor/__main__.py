@@ -13,6 +13,7 @@ from typing import Optional
 from prometheus_client import start_http_server
 
 from monitor.service import Monitor, Settings
+from serve.workers import WorkersCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--alpha", type=float, default=d.alpha, help="family-wise level per window")
     p.add_argument("--n-perm", type=int, default=d.n_perm, help="MMD permutations")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between reads of the logs")
+    p.add_argument("--management", help="TorchServe's management URL: also export READY workers")
+    p.add_argument("--key-file", type=Path, help="TorchServe's key_file.json (token auth on)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings(
@@ -38,6 +41,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     )
     monitor = Monitor(args.store, args.payload_dir, settings)
     monitor.refresh()
+    if args.management:  # serve/workers.py: the state TorchServe's metrics API does not export
+        monitor.metrics.registry.register(WorkersCollector(args.management, args.key_file))
     start_http_server(args.port, addr=args.host, registry=monitor.metrics.registry)
     logging.getLogger("monitor").info("drift gauges on http://%s:%d/metrics", args.host, args.port)
     monitor.run(args.poll)

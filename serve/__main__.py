@@ -62,14 +62,20 @@ def serve(config: Path, store: Path, timeout: float) -> None:
             payload_dir=PAYLOAD_DIR,
         )
     print(f"TorchServe is up with {len(models)} models READY: {', '.join(models)}")
-    serve_monitor(store)
+    serve_monitor(store, server)
     print_examples(server, models)
 
 
-def serve_monitor(store: Path) -> None:
-    """Starts the drift monitor beside TorchServe, unless the one of `make serve` still runs."""
+def serve_monitor(store: Path, server: Server) -> None:
+    """Starts the drift monitor beside TorchServe, unless the one of `make serve` still runs;
+    it also exports each model's READY workers, read from the management API."""
     stop_by_pid_file(ROOT / PID_FILE)
-    mon = start_monitor(store, PAYLOAD_DIR, ROOT / "logs", MONITOR_PORT, pid_file=ROOT / PID_FILE)
+    workers = ["--management", server.management]
+    if server.key_file is not None:
+        workers += ["--key-file", str(Path(server.key_file).resolve())]
+    mon = start_monitor(
+        store, PAYLOAD_DIR, ROOT / "logs", MONITOR_PORT, *workers, pid_file=ROOT / PID_FILE
+    )
     print(f"Drift monitor: {mon.url} (payload logs in {PAYLOAD_DIR})")
 
 

@@ -46,7 +46,12 @@ def test_start_prints_working_examples_then_stop_ends_it(graph_store, tmp_path):
         assert http(metadata, tok)[0] == 200
         assert http(f"{metadata}/ready", tok)[0] == 200
         assert f"Drift monitor: {monitor}" in started.stdout
-        assert "# TYPE bundle_drift_detected gauge" in http(monitor)[1].decode()
+        gauges = http(monitor)[1].decode()
+        assert "# TYPE bundle_drift_detected gauge" in gauges
+        # ... and each model's READY workers, read from the management API with its token.
+        for name in names:
+            assert f'bundle_model_ready_workers{{model="{name}"}}' in gauges, gauges[-2000:]
+        assert "bundle_management_up 1.0" in gauges
         again = cli("start", "--config", str(config), "--store", str(graph_store))
         assert "already running" in again.stdout
     finally:
