@@ -25,9 +25,12 @@ JCMD = shutil.which("jcmd")
 
 def diagnostic_config(src: Path, dest: Path, gc_log: Path) -> Path:
     """A copy of `src` whose vmargs also turn on Native Memory Tracking and a GC log."""
-    vmargs = read_properties(src).get("vmargs", "")
+    props = read_properties(src)
     extra = f"-XX:NativeMemoryTracking=summary -Xlog:gc:file={gc_log}:uptime"
-    write_properties(src, dest, {"vmargs": f"{vmargs} {extra}".strip()})
+    overrides = {"vmargs": f"{props.get('vmargs', '')} {extra}".strip()}
+    if props.get("metrics_config"):  # relative to src's folder, which the copy is not in
+        overrides["metrics_config"] = str((Path(src).parent / props["metrics_config"]).resolve())
+    write_properties(src, dest, overrides)
     return dest
 
 

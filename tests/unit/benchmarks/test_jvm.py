@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,7 @@ def test_the_diagnostic_config_keeps_the_bundles_vmargs_and_adds_tracking(tmp_pa
     assert vmargs.startswith(read_properties(CONFIG)["vmargs"])
     assert "-XX:NativeMemoryTracking=summary" in vmargs
     assert f"-Xlog:gc:file={tmp_path / 'gc.log'}:uptime" in vmargs
+    # The copy lives elsewhere: the metrics config it names must still be the bundle's file.
+    metrics = Path(read_properties(dest)["metrics_config"])
+    assert metrics.is_absolute() and metrics == (CONFIG.parent / "metrics.yaml").resolve()
+    assert metrics.exists()
