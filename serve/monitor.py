@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from serve.server import terminate
+
 PID_FILE = "monitor.pid"
 
 
@@ -29,14 +31,7 @@ class MonitorProcess:
             return r.read().decode()
 
     def stop(self) -> Optional[int]:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout=30)
 
 
 def start_monitor(

@@ -20,6 +20,7 @@ import yaml
 
 from serve.client import http
 from serve.config import ROOT, free_port
+from serve.server import terminate
 
 PROM_DIR = ROOT / "deploy" / "prometheus"
 CONFIG = PROM_DIR / "prometheus.yml"
@@ -91,13 +92,8 @@ class Prometheus:
         return self.api("targets")["activeTargets"]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout=30)
 
 
 def binary() -> str:
