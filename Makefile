@@ -34,7 +34,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
         chaos overload soak fuzz contract bench-parse kserve-venv serve-kserve report-venv \
-        drift-report predict
+        drift-report predict robustness
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -124,6 +124,10 @@ MODEL ?=
 drift-report: report-venv ## Evidently drift report, MODEL's reference vs its payload log window (reports/drift/)
 	@test -n "$(MODEL)" || { echo "usage: make drift-report MODEL=<name>" >&2; exit 2; }
 	$(RPY) -m monitor.report $(MODEL) --store model_store --payload-dir payload_log --out reports/drift
+
+ROBUSTNESS_ARGS ?=
+robustness: venv data archive ## Every model on held-out data under shifts at 3 severities, and the drift monitor's flag rates (docs/robustness.md)
+	$(PY) -m benchmarks.robustness $(ROBUSTNESS_ARGS)
 
 stop: ## Stop TorchServe, its v2 metadata server and the drift monitor
 	-@$(PY) -m serve stop

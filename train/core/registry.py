@@ -30,6 +30,7 @@ class ModelSpec:
     artifact_files: tuple[str, ...] = ()
     example: Optional[str] = None  # hook (data cfg) -> (suffix, content type, body): make examples
     pool: Optional[str] = None  # hook (data cfg, size, rng) -> [Payload]: make pools
+    shifts: Optional[str] = None  # hook (data cfg, size, rng) -> ShiftSet: make robustness
     requires: tuple[str, ...] = ()  # models whose artifacts this one's training reads
     tiny: tuple[str, ...] = ()  # Hydra overrides of the e2e tests' tiny run
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -64,6 +65,7 @@ def spec(name: str, archives: Path = ARCHIVES) -> ModelSpec:
         artifact_files=tuple(raw.get("artifact_files", [])),
         example=raw.get("example"),
         pool=raw.get("pool"),
+        shifts=raw.get("shifts"),
         requires=tuple(raw.get("requires", [])),
         tiny=tuple(raw.get("tiny", [])),
         raw=raw,
