@@ -6,9 +6,17 @@ worker at initialize: handlers/model_metrics.py), alternating `--rounds` times s
 the machine falls on both. Each model's real example request (examples/) is timed over one
 keep-alive connection. The budget is 0.3 ms of p50 (issue 15); measure on a quiet machine.
 
-Writes benchmarks/results/metrics_cost.json.
+End to end, one setting's p50 moves by more than the budget between two servers, so
+`--in-worker` times the cost where it is paid instead: each .mar is loaded in this process as a
+worker loads it (serve/inprocess.py), its example goes through the handler's `handle` `--requests`
+times, and the handler's own `model_metrics.record` (observe + emit into TorchServe's metrics
+cache, whose lines go to a log handler as in the worker) is timed around each call. With the
+metrics off, `record` returns at once, so its time is the whole on-minus-off difference in the
+worker; the frontend's parsing of the metric lines is not in it.
+
+Writes benchmarks/results/metrics_cost.json (--in-worker: metrics_cost_worker.json).
 Usage: python -m benchmarks.metrics_cost [--models a b] [--store model_store] [--seconds 10]
-       [--rounds 2] [--out PATH]
+       [--rounds 2] [--out PATH] [--in-worker [--requests 2000]]
 """
 
 import argparse
@@ -63,15 +71,76 @@ def summary(runs: list[list[float]]) -> dict[str, float]:
     }
 
 
+def in_worker(store: Path, models: list[str], requests: int) -> dict[str, Any]:
+    """Each model's `model_metrics.record` time per batch of one request (ms), in-process."""
+    import logging
+    import os
+    import time
+
+    from benchmarks.common import load_service
+    from serve.inprocess import handle
+
+    # The worker logs metric lines to its stdout at INFO; the same amount of formatting and
+    # writing here, into /dev/null.
+    sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives for the process
+    logging.getLogger("ts.metrics").addHandler(sink)
+    logging.getLogger("ts.metrics").setLevel(logging.INFO)
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp:
+        for name in models:
+            service = load_service(store / f"{name}.mar", Path(tmp), batch_size=1)
+            handler = service._entry_point.__self__
+            if not handler.model_metrics.enabled:
+                raise RuntimeError(f"{name}: model metrics are off in this environment")
+            times: list[float] = []
+            record = handler.model_metrics.record
+
+            def timed_record(*a: Any, _record: Any = record, _times: list = times) -> None:
+                t0 = time.perf_counter()
+                _record(*a)
+                _times.append((time.perf_counter() - t0) * 1000)
+
+            handler.model_metrics.record = timed_record
+            body, ctype = example(name)
+            for _ in range(requests):
+                status, _, _ = handle(service, [{"body": body}], [{"Content-Type": ctype}])[0]
+                if status != 200:
+                    raise RuntimeError(f"{name}: example answered {status}")
+            lat = times[requests // 10 :]  # the first tenth warms up
+            out[name] = {
+                "record_p50_ms": round(statistics.median(lat), 4),
+                "record_p95_ms": round(percentile(lat, 95), 4),
+                "record_mean_ms": round(statistics.fmean(lat), 4),
+                "requests": len(lat),
+                "within_budget": statistics.median(lat) <= BUDGET_MS,
+            }
+            print(f"{name}: record p50 {out[name]['record_p50_ms']:.4f} ms", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*")
     parser.add_argument("--store", type=Path, default=ROOT / "model_store")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS / "metrics_cost.json")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--in-worker", action="store_true", help="time record() in-process")
+    parser.add_argument("--requests", type=int, default=2000, help="--in-worker: per model")
     args = parser.parse_args(argv)
     models = args.models or model_names(args.store)
+    if args.in_worker:
+        worker = {
+            "budget_ms": BUDGET_MS,
+            "machine": machine("torchserve"),
+            "command": "python -m benchmarks.metrics_cost --in-worker",
+            "models": in_worker(args.store, models, args.requests),
+        }
+        out = args.out or RESULTS / "metrics_cost_worker.json"
+        out.write_text(json.dumps(worker, indent=2) + "\n")
+        print(f"wrote {out}")
+        return worker
+    args.out = args.out or RESULTS / "metrics_cost.json"
     runs: dict[str, dict[str, list]] = {m: {"on": [], "off": []} for m in models}
     for _ in range(args.rounds):
         for on in (True, False):

@@ -94,6 +94,16 @@ SHIFTS = {
 }
 
 
+def relabel_atoms(g: Graph, p: float, gen: torch.Generator) -> Graph:
+    """Each atom's type replaced by a random one with probability p. A molecule's node is one
+    one-hot atom type, and the handler rightly refuses a zeroed row, so this is its masking."""
+    x = g[0].clone()
+    hit = torch.rand(x.size(0), generator=gen) < p
+    new = torch.randint(x.size(1), (x.size(0),), generator=gen)
+    x[hit] = torch.nn.functional.one_hot(new[hit], x.size(1)).to(x.dtype)
+    return x, g[1], g[2]
+
+
 def node_request(g: Graph) -> dict[str, Any]:
     """A node-classification request for the graph's centre node (sparse feature rows)."""
     x, edge_index, center = g
@@ -109,7 +119,9 @@ def graph_request(g: Graph) -> dict[str, Any]:
     return {"edge_index": g[1].tolist(), "x": g[0].tolist()}
 
 
-def shift_set(graphs: list[Graph], targets: list[int], to_request: Any, seed: int) -> ShiftSet:
+def shift_set(
+    graphs: list[Graph], targets: list[int], to_request: Any, seed: int, shifts: Any = None
+) -> ShiftSet:
     def make(fn: Any) -> Any:
         def at(severity: float) -> list[Case]:
             gen = torch.Generator().manual_seed(seed)
@@ -120,7 +132,8 @@ def shift_set(graphs: list[Graph], targets: list[int], to_request: Any, seed: in
     return ShiftSet(
         clean=[json_case(to_request(g), t) for g, t in zip(graphs, targets)],
         shifts={
-            name: Shift(severities, make(fn), unit="p") for name, (fn, severities) in SHIFTS.items()
+            name: Shift(severities, make(fn), unit="p")
+            for name, (fn, severities) in (shifts or SHIFTS).items()
         },
     )
 
@@ -148,4 +161,5 @@ def mutag_shifts(data_cfg: Any, size: int, rng: random.Random) -> ShiftSet:
     picks = sorted(rng.sample(held, min(size, len(held))))
     graphs = [(mutag[i].x, mutag[i].edge_index, -1) for i in picks]
     targets = [int(mutag[i].y) for i in picks]
-    return shift_set(graphs, targets, graph_request, rng.randrange(2**31))
+    shifts = {**SHIFTS, "feature_mask": (relabel_atoms, [0.1, 0.3, 0.5])}
+    return shift_set(graphs, targets, graph_request, rng.randrange(2**31), shifts)
