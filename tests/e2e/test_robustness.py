@@ -33,16 +33,19 @@ def test_every_model_answers_every_clean_and_shifted_request(results):
         assert len(r["shifts"]) >= 12 and {s["level"] for s in r["shifts"]} == {1, 2, 3}
         for s in r["shifts"]:
             assert s["failed"] == 0, (name, s)
-            assert s[r["metric"]] is not None and s["scored"] > 0, (name, s)
+            if s["shift"] == "non_review" and s["severity"] == 1.0:
+                assert s["scored"] == 0  # no request is a review: nothing to score
+            else:
+                assert s[r["metric"]] is not None and s["scored"] > 0, (name, s)
             assert 0.0 <= s["flagged"] <= 1.0
 
 
 def test_the_monitor_flags_a_gross_input_shift(results):
-    """As many random bonds again as a molecule has doubles the degree the reference saw."""
+    """As many random bonds again as a molecule has: the degree test flags every window."""
     masked = next(
         s for s in results["mutag_gcn"]["shifts"] if s["shift"] == "edge_add" and s["level"] == 3
     )
-    assert masked["flagged"] == 1.0 and masked["signals"]["feature_density"] == 4
+    assert masked["flagged"] == 1.0 and masked["signals"]["degree"] == 4  # mean degree doubles
 
 
 def test_rotating_or_moving_a_molecule_leaves_its_energy(results):
