@@ -98,8 +98,9 @@ def image_stats(image: Tensor) -> dict[str, float]:
     """The drift monitor's input statistics of one decoded uint8 (3, H, W) photo.
 
     Brightness and contrast (mean and spread of the luma), mean R, G, B, a sharpness score (mean
-    absolute difference of neighbouring pixels: blur lowers it) and the size. The handler's
-    payload log and training's reference profile (train/core/reference.py) both call this.
+    absolute difference of neighbouring pixels: blur lowers it), JPEG blockiness (`blockiness`)
+    and the size. The handler's payload log and training's reference profile
+    (train/core/reference.py) both call this.
     """
     x = image.float() / 255.0  # (3, H, W)
     luma = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]  # ITU-R BT.601, (H, W)
@@ -116,9 +117,31 @@ def image_stats(image: Tensor) -> dict[str, float]:
         "green": mean_rgb[1],
         "blue": mean_rgb[2],
         "sharpness": sharp / 2,
+        "blockiness": blockiness(luma),
         "width": float(image.size(2)),
         "height": float(image.size(1)),
     }
+
+
+def blockiness(luma: Tensor, block: int = 8) -> float:
+    """How much larger the luma steps across JPEG's 8 x 8 block edges are than the steps inside
+    the blocks: about 1 for a clean photo, above it once a coarse quantiser leaves block edges.
+
+    A no-reference blockiness measure in the spirit of Wang, Sheikh and Bovik (ICIP 2002),
+    reduced to the ratio of two means; no image-quality library here computes one on a tensor,
+    and this is two slicing ops. It reads the decoded pixels, so a low-quality JPEG that was
+    re-saved losslessly, or at a high quality, still shows.
+    """
+    dh = (luma[:, 1:] - luma[:, :-1]).abs()  # (H, W-1): column j is the step from j to j+1
+    dv = (luma[1:] - luma[:-1]).abs()
+    if dh.size(1) < 2 * block or dv.size(0) < 2 * block:
+        return 1.0
+    on_h, on_v = dh[:, block - 1 :: block], dv[block - 1 :: block]
+    edges = float(on_h.sum() + on_v.sum()) / (on_h.numel() + on_v.numel())
+    inside = float(dh.sum() + dv.sum() - on_h.sum() - on_v.sum()) / (
+        dh.numel() + dv.numel() - on_h.numel() - on_v.numel()
+    )
+    return edges / inside if inside > 0 else 1.0
 
 
 def b64_bytes(value: Any, max_bytes: int, field: str = "b64") -> bytes:

@@ -146,7 +146,13 @@ def check_distances(pos: Tensor, min_distance: float) -> None:
 
 def molecule_stats(z: Tensor, pos: Tensor, elements: list[int]) -> dict[str, Any]:
     """The drift monitor's input statistics of one molecule: atom count, element mix (the share
-    of each of `elements`) and the interatomic-distance histogram (shares per DISTANCE_BINS bin).
+    of each of `elements`), the interatomic-distance histogram (shares per DISTANCE_BINS bin),
+    and `h_bond_spread`, the standard deviation in Å of its hydrogens' nearest-neighbour
+    distances (0 with fewer than two hydrogens).
+
+    QM9's geometries are relaxed (DFT), so every C-H, N-H and O-H bond sits at its length and
+    the spread is a few hundredths of an Å at most; coordinates from a cruder source, or noisy
+    ones, spread it long before the coarse histogram moves.
 
     The handler's payload log and training's reference profile (train/core/reference.py) both
     call this function.
@@ -154,13 +160,19 @@ def molecule_stats(z: Tensor, pos: Tensor, elements: list[int]) -> dict[str, Any
     n = int(z.numel())
     mix = [float((z == e).sum()) / max(n, 1) for e in elements]
     hist = [0.0] * (len(DISTANCE_BINS) - 1)
+    spread = 0.0
     if n > 1:
         i, j = torch.triu_indices(n, n, offset=1)
         d = (pos[i] - pos[j]).double().norm(dim=-1)  # (N(N-1)/2,)
         edges = torch.tensor(DISTANCE_BINS[1:-1], dtype=torch.float64)
         counts = torch.bincount(torch.bucketize(d, edges, right=True), minlength=len(hist))
         hist = (counts.double() / d.numel()).tolist()
-    return {"atoms": float(n), "elements": mix, "distances": hist}
+        hydrogens = (z == 1).nonzero().flatten()
+        if hydrogens.numel() > 1:
+            full = torch.cdist(pos[hydrogens].double(), pos.double())  # (H, N)
+            full[torch.arange(hydrogens.numel()), hydrogens] = float("inf")  # not itself
+            spread = float(full.min(dim=1).values.std(unbiased=False))
+    return {"atoms": float(n), "elements": mix, "distances": hist, "h_bond_spread": spread}
 
 
 def flag(value: Any, field: str = "forces") -> bool:

@@ -31,16 +31,23 @@ def head_tail(ids: list[int], max_length: int, head: Optional[int]) -> list[int]
 
 def text_stats(text: str, ids: list[int], unk_id: Optional[int]) -> dict[str, float]:
     """The drift monitor's input statistics of one cleaned review and its token ids (before the
-    cut): token count, word pieces per word, and the share of unknown tokens.
+    cut): token count, word pieces per word, the share of unknown tokens, and the share of its
+    letters that are capitals.
 
-    Gibberish and other languages split into many pieces per word; the handler's payload log and
-    training's reference profile (train/core/reference.py) both call this function.
+    Gibberish and other languages split into many pieces per word. The tokenizer is uncased, so
+    shouting reaches the model unchanged and only `upper_frac` sees it: a client that started
+    sending upper-cased text (an OCR or a form that shouts) is still a change of input. The
+    handler's payload log and training's reference profile (train/core/reference.py) both call
+    this function.
     """
     words = max(len(text.split()), 1)
     pieces = max(len(ids) - 2, 0)  # without [CLS] and [SEP]
     unknown = sum(1 for t in ids if t == unk_id) if unk_id is not None else 0
+    letters = sum(1 for c in text if c.isalpha())
+    upper = sum(1 for c in text if c.isupper())
     return {
         "tokens": float(len(ids)),
         "pieces_per_word": pieces / words,
         "unknown_frac": unknown / max(pieces, 1),
+        "upper_frac": upper / max(letters, 1),
     }
