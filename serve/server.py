@@ -33,6 +33,7 @@ class Server:
     # The v2 metadata server beside it (serve/v2_metadata.py): its URL, and its process.
     v2: Optional[str] = None
     v2_proc: Optional[subprocess.Popen] = None
+    payload_dir: Optional[Path] = None  # where the handlers write their payload logs, if on
 
     def token(self, kind: str = "inference") -> Optional[str]:
         return token(kind, self.key_file) if self.key_file is not None else None
@@ -155,6 +156,7 @@ def start(
         artifacts,
         log_dir,
         proc,
+        payload_dir=payload_dir,
     )
     try:
         wait_ready(server, model_names(store) if models is None else list(models), timeout)

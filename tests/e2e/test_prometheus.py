@@ -1,27 +1,32 @@
-"""A real Prometheus on free ports scrapes the e2e torchserve (every model) and the READY-workers
-collector: the model metrics arrive, every dashboard expression returns data, and the alert
-rules evaluate, the 5xx and no-READY-worker alerts going pending on real faults."""
+"""A real Prometheus on free ports scrapes the e2e torchserve (every model) and the real drift
+monitor (`python -m monitor`, with the READY-workers collector, as `make serve` starts it): the
+model metrics arrive, every dashboard expression returns data, and the alert rules evaluate.
+The drift, 5xx and no-READY-worker alerts go pending on real shifted traffic and real faults."""
 
 import json
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.grafana import dashboard
 from serve import prometheus
 from serve.client import exchange
 from serve.config import free_port
 from serve.metrics import scrape
-from serve.workers import WorkersCollector
+from serve.monitor import MonitorProcess, start_monitor
+from train.core.registry import experiment_config, spec
+from train.core.shifts import Case, load_hook
 
 pytestmark = pytest.mark.e2e
-# Gauges of the monitor service (drift, payload log) that this branch does not run: their
-# panels are checked once the monitor exports them (docs/monitoring.md).
-MONITOR_ONLY = ("bundle_drift_", "bundle_payload_log_")
+# The drift part: this model's photos, clean and then blurred and darkened (its `shifts` hook),
+# tested by the monitor in windows of WINDOW records.
+DRIFT_MODEL = "flowers_cnn"
+WINDOW = 30
 
 
 def until(check: Callable[[], Any], timeout: float = 60, every: float = 1) -> Any:
@@ -36,21 +41,25 @@ def until(check: Callable[[], Any], timeout: float = 60, every: float = 1) -> An
 
 
 @pytest.fixture(scope="module")
-def workers_exporter(every_model_server):
-    """The READY-workers collector served over HTTP on a free port, as the monitor serves it."""
-    registry = CollectorRegistry()
+def monitor(every_model_server, every_model_store, tmp_path_factory):
+    """The drift monitor over the e2e server's payload logs, exporting READY workers too; a
+    window is tested every WINDOW new records (no timer), at a family-wise level of 0.01."""
     srv = every_model_server
-    registry.register(WorkersCollector(srv.management, srv.key_file))
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    thread.join(10)
+    assert srv.payload_dir is not None
+    options = ["--window", str(WINDOW), "--every", str(WINDOW), "--min-records", str(WINDOW)]
+    options += ["--interval", "3600", "--alpha", "0.01", "--poll", "0.2"]
+    options += ["--management", srv.management]
+    if srv.key_file is not None:
+        options += ["--key-file", str(srv.key_file)]
+    logs = tmp_path_factory.mktemp("monitor")
+    mon = start_monitor(every_model_store, srv.payload_dir, logs, free_port(), *options)
+    yield mon
+    mon.stop()
 
 
 @pytest.fixture(scope="module")
-def prom(every_model_server, workers_exporter, tmp_path_factory):
-    targets = {"torchserve": every_model_server.metrics, "monitor": workers_exporter}
+def prom(every_model_server, monitor, tmp_path_factory):
+    targets = {"torchserve": every_model_server.metrics, "monitor": monitor.url.rsplit("/", 1)[0]}
     p = prometheus.start(tmp_path_factory.mktemp("prometheus"), targets, interval="1s")
     yield p
     p.stop()
@@ -169,12 +178,95 @@ def test_5xx_answers_put_the_error_ratio_alert_pending(scraped, every_model_serv
     assert state in ("pending", "firing")
 
 
+def monitored(mon: MonitorProcess, metric: str, model: str = DRIFT_MODEL) -> dict[str, float]:
+    """signal (or "") -> value of one of the monitor's metrics for `model`, read directly."""
+    return {
+        s.labels.get("signal", ""): s.value
+        for family in text_string_to_metric_families(mon.metrics())
+        for s in family.samples
+        if s.name == metric and s.labels.get("model") == model
+    }
+
+
+def records_read(mon: MonitorProcess) -> float:
+    return monitored(mon, "bundle_payload_log_records_total").get("", 0.0)
+
+
+def caught_up(mon: MonitorProcess) -> bool:
+    """Whether the monitor read no new record of DRIFT_MODEL for 1.5 s."""
+    before = records_read(mon)
+    time.sleep(1.5)
+    return records_read(mon) == before
+
+
+def feed(srv, mon: MonitorProcess, cases: list[Case], records: int) -> int:
+    """Sends `cases` round-robin until the monitor has read `records` more of DRIFT_MODEL's
+    payload records (the handler logs a sampled share, payload_log_rate); returns requests sent.
+
+    With --every WINDOW and 2 x WINDOW new records, the monitor's last test was on a window of
+    these records only, whatever was left over from earlier traffic."""
+    start, sent = records_read(mon), 0
+    deadline = time.monotonic() + 300
+    while records_read(mon) < start + records:
+        assert time.monotonic() < deadline, f"{records_read(mon) - start} of {records} read"
+        for case in cases[sent % len(cases) :][:10]:
+            assert send(srv, DRIFT_MODEL, case.body, case.content_type) == 200
+            sent += 1
+        time.sleep(0.3)  # the payload log's writer thread, then the monitor's poll
+    return sent
+
+
+def settled(prom, mon: MonitorProcess) -> None:
+    """Until Prometheus has scraped the monitor's latest test of DRIFT_MODEL."""
+    checks = monitored(mon, "bundle_drift_checks_total")[""]
+    query = f'bundle_drift_checks_total{{model="{DRIFT_MODEL}"}} >= {checks}'
+    until(lambda: prom.query(query), timeout=30)
+
+
+def test_shifted_photos_raise_the_drift_gauges_and_the_drift_alert(
+    scraped, every_model_server, monitor
+):
+    """Clean held-out photos: no signal drifts and no drift alert. The same photos, half blurred
+    and half darkened: the sharpness and brightness p-values fall, bundle_drift_detected goes
+    from 0 to 1 in Prometheus and ModelDriftSustained goes pending (its `for` is 2 minutes)."""
+    srv, mon = every_model_server, monitor
+    model = spec(DRIFT_MODEL)
+    assert model.shifts is not None
+    hook = load_hook(model.shifts)
+    shifts = hook(experiment_config(model.experiment).data, 80, random.Random(0))
+    until(lambda: caught_up(mon))  # the records of earlier tests in this session
+    feed(srv, mon, shifts.clean, 2 * WINDOW)
+    settled(scraped, mon)
+    detected = f'max(bundle_drift_detected{{model="{DRIFT_MODEL}"}})'
+    assert float(scraped.query(detected)[0]["value"][1]) == 0.0, monitored(
+        mon, "bundle_drift_p_value"
+    )
+    assert ("ModelDriftSustained", DRIFT_MODEL) not in alert_states(scraped)
+    clean_p = monitored(mon, "bundle_drift_p_value")
+
+    blurred = shifts.shifts["blur"].make(4.0)
+    darkened = shifts.shifts["darken"].make(0.45)
+    mixed = [c for pair in zip(blurred, darkened) for c in pair]
+    feed(srv, mon, mixed, 2 * WINDOW)
+    settled(scraped, mon)
+    assert float(scraped.query(detected)[0]["value"][1]) == 1.0
+    shifted_p = monitored(mon, "bundle_drift_p_value")
+    threshold = monitored(mon, "bundle_drift_threshold")
+    # Each of the two shifts is half of the window: both signals move, and the
+    # tiny run's 35-photo reference is enough for at least one to pass its threshold.
+    watched = ("brightness", "sharpness")
+    assert all(shifted_p[s] < clean_p[s] for s in watched), (clean_p, shifted_p)
+    assert any(shifted_p[s] < threshold[s] for s in watched), (shifted_p, threshold)
+    state = until(lambda: alert_states(scraped).get(("ModelDriftSustained", DRIFT_MODEL)))
+    assert state in ("pending", "firing")
+    print(f"{DRIFT_MODEL} p-values clean {clean_p}, shifted {shifted_p}; alert {state}")
+
+
 @pytest.mark.parametrize("panel", dashboard.PANELS, ids=lambda p: p.title)
 def test_every_dashboard_expression_returns_data(scraped, panel):
-    """After the 5xx test above (file order), so that Requests5XX has a series."""
+    """After the 5xx and drift tests above (file order), so that Requests5XX and the drift
+    gauges have series."""
     for expr, _ in panel.targets:
-        if any(m in expr for m in MONITOR_ONLY):
-            pytest.skip("drift and payload-log gauges come from the monitor service")
         result = until(lambda e=expr: finite(scraped.query(e)) and scraped.query(e), timeout=30)
         assert all(math.isfinite(float(r["value"][1])) for r in result), expr
 
