@@ -13,6 +13,7 @@ from typing import Optional
 from prometheus_client import start_http_server
 
 from monitor.service import Monitor, Settings
+from online.metrics import OnlineCollector
 from serve.workers import WorkersCollector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--poll", type=float, default=1.0, help="seconds between reads of the logs")
     p.add_argument("--management", help="TorchServe's management URL: also export READY workers")
     p.add_argument("--key-file", type=Path, help="TorchServe's key_file.json (token auth on)")
+    p.add_argument(
+        "--online-workdir", type=Path, help="the QM9 online loop's workspace: export its MAE"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings(
@@ -43,6 +47,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     monitor.refresh()
     if args.management:  # serve/workers.py: the state TorchServe's metrics API does not export
         monitor.metrics.registry.register(WorkersCollector(args.management, args.key_file))
+    if args.online_workdir:  # online/metrics.py: the loop is a command, it serves nothing
+        monitor.metrics.registry.register(OnlineCollector(args.online_workdir))
     start_http_server(args.port, addr=args.host, registry=monitor.metrics.registry)
     logging.getLogger("monitor").info("drift gauges on http://%s:%d/metrics", args.host, args.port)
     monitor.run(args.poll)

@@ -22,6 +22,7 @@ RECORD_KEYS = (
     "shards",
     "parent_version",
     "metrics",
+    "trigger",
     "gate",
     "promoted",
     "artifacts",
@@ -29,6 +30,15 @@ RECORD_KEYS = (
     "started",
     "finished",
 )
+
+
+# events.jsonl's entry of a served version scored on an arrived shard (online/assess.py).
+ASSESS_EVENT = "assess"
+
+
+def version_name(n: int) -> str:
+    """The TorchServe version string of online model version n."""
+    return f"online-{n}"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

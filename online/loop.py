@@ -12,9 +12,10 @@ from typing import Any, Optional
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from online.assess import assess
 from online.data import DvcWorkspace
-from online.lineage import Lineage
-from online.policy import retrain_trigger, safety_gate
+from online.lineage import Lineage, version_name
+from online.policy import combine, drift_trigger, realised_trigger, retrain_trigger, safety_gate
 from online.serving import hot_swap
 from serve.archive import build_mar
 from serve.client import ManagementClient
@@ -46,17 +47,16 @@ def init(cfg: DictConfig) -> dict[str, Any]:
 
 
 def arrive(cfg: DictConfig) -> Optional[dict[str, Any]]:
-    """Makes the next shard available; returns the new data version (None: no shard left)."""
+    """Makes the next shard available and scores the served version on it (online/assess.py);
+    returns the new data version (None: no shard left)."""
     ws = DvcWorkspace(cfg.online)
     with locked(ws.root):
         version = ws.arrive()
-        Lineage(ws.root).log("arrive", data_version=version, pending=len(ws.pending()))
+        lineage = Lineage(ws.root)
+        lineage.log("arrive", data_version=version, pending=len(ws.pending()))
+        if version is not None:
+            assess(cfg, lineage, version["shards"])
     return version
-
-
-def version_name(n: int) -> str:
-    """The TorchServe version string of online model version n."""
-    return f"online-{n}"
 
 
 def client_for(cfg: DictConfig) -> Optional[ManagementClient]:
@@ -78,8 +78,23 @@ def _step(cfg: DictConfig, ws: DvcWorkspace, lineage: Lineage) -> dict[str, Any]
         raise FileNotFoundError(f"{ws.root} is no online workspace: run `init` first")
     data = ws.commit()  # versions anything that arrived by hand; a no-op otherwise
     served = lineage.served()
-    trigger = retrain_trigger(
-        data["n_train"], served["n_train"] if served else None, cfg.online.trigger_fraction
+    # Shards that arrived since the served version was trained, scored by it (a shard copied
+    # in by hand is scored now).
+    assessed = assess(cfg, lineage, data["shards"])
+    bounds = cfg.online.trigger
+    trigger = combine(
+        {
+            "growth": retrain_trigger(
+                data["n_train"], served["n_train"] if served else None, cfg.online.trigger_fraction
+            ),
+            "realised_mae": realised_trigger(
+                assessed,
+                served["metrics"]["val_mae_mev"] if served else None,
+                bounds.realised_mae_mev,
+                bounds.realised_mae_frac,
+            ),
+            "drift": drift_trigger(assessed),
+        }
     )
     lineage.log(
         "trigger", fired=trigger.yes, data_version=data["data_version"], **trigger.as_dict()
@@ -126,6 +141,7 @@ def _step(cfg: DictConfig, ws: DvcWorkspace, lineage: Lineage) -> dict[str, Any]
         "parent_version": served["model_version"] if served else 0,
         "init_from": run_cfg.get("init_from"),
         "metrics": metrics,
+        "trigger": trigger.as_dict(),
         "gate": gate.as_dict(),
         "promoted": False,
         "artifacts": str(Path(run_cfg.paths.artifacts).resolve()),

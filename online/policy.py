@@ -59,3 +59,65 @@ def safety_gate(
     return Decision(
         True, f"val MAE {candidate_val_mae:.2f} meV within limit {limit:.2f} meV", numbers
     )
+
+
+def realised_trigger(
+    assessments: list[dict[str, Any]],
+    served_val_mae: Optional[float],
+    bound_mev: Optional[float],
+    bound_frac: Optional[float],
+) -> Decision:
+    """Retrain when the served version's realised MAE on a shard that arrived since it was
+    trained (online/assess.py) is above a bound: `bound_mev`, or its own val MAE times
+    (1 + `bound_frac`); the lower one counts, and None turns a bound off."""
+    limits = [float(bound_mev)] if bound_mev is not None else []
+    if bound_frac is not None and served_val_mae is not None:
+        limits.append(served_val_mae * (1 + bound_frac))
+    numbers: dict[str, Any] = {
+        "bound_mev": bound_mev,
+        "bound_frac": bound_frac,
+        "served_val_mae_mev": served_val_mae,
+    }
+    if not limits:
+        return Decision(False, "no realised-MAE bound is set", numbers)
+    if not assessments:
+        return Decision(False, "no shard has arrived since the served version", numbers)
+    limit = min(limits)
+    worst = max(assessments, key=lambda a: a["mae_mev"])
+    numbers.update(limit_mev=limit, shard=worst["shard"], realised_mae_mev=worst["mae_mev"])
+    if worst["mae_mev"] > limit:
+        return Decision(
+            True,
+            f"realised MAE {worst['mae_mev']:.1f} meV on {worst['shard']} > {limit:.1f} meV",
+            numbers,
+        )
+    return Decision(
+        False, f"realised MAE at most {worst['mae_mev']:.1f} meV <= {limit:.1f} meV", numbers
+    )
+
+
+def drift_trigger(assessments: list[dict[str, Any]]) -> Decision:
+    """Retrain when the drift tests flagged a shard that arrived since the served version was
+    trained, against that version's reference (online/assess.py)."""
+    tested = [a for a in assessments if a.get("drift")]
+    hits = [a for a in tested if a["drift"]["flagged"]]
+    numbers = {
+        "tested": [a["shard"] for a in tested],
+        "flagged": {a["shard"]: a["drift"]["drifted"] for a in hits},
+    }
+    if hits:
+        names = ", ".join(f"{a['shard']} ({', '.join(a['drift']['drifted'])})" for a in hits)
+        return Decision(True, f"drift in {names}", numbers)
+    if not tested:
+        return Decision(False, "no shard's drift was tested since the served version", numbers)
+    return Decision(False, f"no drift in {len(tested)} shard(s)", numbers)
+
+
+def combine(decisions: dict[str, Decision]) -> Decision:
+    """One retrain decision from named triggers: yes when any fired; `fired_by` names them."""
+    fired = [name for name, d in decisions.items() if d.yes]
+    reason = "; ".join(decisions[n].reason for n in fired) or "; ".join(
+        d.reason for d in decisions.values()
+    )
+    numbers = {"fired_by": fired, **{name: d.as_dict() for name, d in decisions.items()}}
+    return Decision(bool(fired), reason, numbers)

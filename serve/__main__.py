@@ -73,6 +73,8 @@ def serve_monitor(store: Path, server: Server) -> None:
     workers = ["--management", server.management]
     if server.key_file is not None:
         workers += ["--key-file", str(Path(server.key_file).resolve())]
+    # The QM9 online loop's workspace (configs/online/default.yaml): its realised MAE.
+    workers += ["--online-workdir", str(ROOT / "data" / "online")]
     mon = start_monitor(
         store, PAYLOAD_DIR, ROOT / "logs", MONITOR_PORT, *workers, pid_file=ROOT / PID_FILE
     )

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.reference import Reference
 from monitor.service import Monitor, Settings
+from online.lineage import ASSESS_EVENT, Lineage
 from serve.config import ROOT, free_port
 from serve.monitor import start_monitor
 from tests.unit.monitor.test_drift import LABELS, records
@@ -91,6 +92,18 @@ def test_the_monitor_process_serves_its_gauges(tmp_path):
     payload = tmp_path / "payload"
     append(payload, records(np.random.default_rng(8), 60, shift=1.0))
     store = store_with(tmp_path)
+    # An online workspace as the QM9 loop leaves it: one served version scored on a shard.
+    online = Lineage(tmp_path / "online")
+    online.append(
+        {
+            "model_version": 1,
+            "served_as": "qm9_et/online-1",
+            "promoted": True,
+            "metrics": {"val_mae_mev": 150.0},
+            "trigger": {"numbers": {"fired_by": ["growth"]}},
+        }
+    )
+    online.log(ASSESS_EVENT, model="qm9_et", model_version=1, shard="s1", n=1000, mae_mev=171.5)
     mon = start_monitor(
         store,
         payload,
@@ -102,6 +115,8 @@ def test_the_monitor_process_serves_its_gauges(tmp_path):
         "0.2",
         "--n-perm",
         "200",
+        "--online-workdir",
+        str(tmp_path / "online"),
     )
     try:
         import time
@@ -117,6 +132,8 @@ def test_the_monitor_process_serves_its_gauges(tmp_path):
             time.sleep(0.5)
         assert g[("bundle_drift_detected", "toy", "embedding")] == 1.0
         assert g[("bundle_payload_log_records_total", "toy", "")] == 60
+        assert g[("bundle_online_realised_mae_mev", "qm9_et", "")] == 171.5
+        assert g[("bundle_online_val_mae_mev", "qm9_et", "")] == 150.0
     finally:
         assert mon.stop() is not None
 

@@ -10,13 +10,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from online import loop
 from online.__main__ import load_config
 from online.data import DvcWorkspace
 from online.lineage import RECORD_KEYS, Lineage
+from online.metrics import OnlineCollector
 from tests.conftest import ROOT, mirror
+from train.qm9.data import read_qm9pack_csv, write_qm9pack_csv
 
 pytestmark = pytest.mark.slow  # trains three tiny versions and builds their .mar files
 
@@ -34,6 +37,9 @@ TINY = [
     "online.shards=8",
     "online.initial_shards=1",
     "online.trigger_fraction=2.0",
+    # Growth alone here: a tiny model's MAE on a 10-molecule shard swings too much for the
+    # default bound; the realised-MAE and drift triggers have their own test below.
+    "online.trigger.realised_mae_frac=null",
     "online.serve.management=null",
 ]
 
@@ -86,14 +92,16 @@ def test_data_versions_are_dvc_versions_in_the_remote(run_loop):
 def test_trigger_fires_first_then_exactly_at_the_threshold(run_loop):
     _, _, _, steps, _ = run_loop
     assert [s["retrained"] for s in steps] == [True, False, False, True]
-    assert steps[1]["trigger"]["numbers"] == {
+    assert [s["trigger"]["numbers"]["fired_by"] for s in steps] == [["growth"], [], [], ["growth"]]
+    growth = [s["trigger"]["numbers"]["growth"] for s in steps]
+    assert growth[1]["numbers"] == {
         "available": 10,
         "trained_on": 10,
         "fraction": 2.0,
         "threshold": 30.0,
     }
-    assert steps[2]["trigger"]["numbers"]["available"] == 20
-    assert steps[3]["trigger"]["numbers"]["available"] == 30  # == threshold: fires
+    assert growth[2]["numbers"]["available"] == 20
+    assert growth[3]["numbers"]["available"] == 30  # == threshold: fires
 
 
 def test_lineage_record_is_complete(run_loop):
@@ -148,6 +156,86 @@ def test_restore_checks_an_old_data_version_out(run_loop):
     assert sorted(p.name for p in (ws.data / "train").glob("*.csv")) == ["shard_000.csv"]
     ws.restore(3)
     assert len(list((ws.data / "train").glob("*.csv"))) == 3
+
+
+def assessments(cfg) -> list[dict]:
+    return [e for e in Lineage(cfg.online.workdir).read_events() if e["event"] == "assess"]
+
+
+@torch.no_grad()
+def mae_one_by_one(artifacts: str, shard: Path) -> float:
+    """The model.pt's MAE (meV) on a shard, each molecule alone: an independent check."""
+    model = torch.jit.load(str(Path(artifacts) / "model.pt")).eval()
+    errors = []
+    for m in read_qm9pack_csv([shard]):
+        energy, _ = model(m.z, m.pos, torch.zeros(len(m.z), dtype=torch.long), False)
+        errors.append(abs(float(energy[0]) - float(m.y.view(-1)[0])))
+    return 1000 * sum(errors) / len(errors)
+
+
+def test_each_arriving_shard_scores_the_served_version(run_loop):
+    """Shards 1 and 2 arrived while v1 was served: v1's realised MAE on each is logged once,
+    and the monitor's collector exports the newest; growth alone fired both retrains."""
+    _, cfg, _, _, _ = run_loop
+    lineage = Lineage(cfg.online.workdir)
+    v1 = lineage.records()[0]
+    scored = [e for e in assessments(cfg) if e["model_version"] == 1]
+    assert [e["shard"] for e in scored] == ["shard_001.csv", "shard_002.csv"]
+    for e in scored:
+        assert e["n"] == 10 and e["drift"] is None  # 10 molecules: under drift_min_samples
+        shard = Path(cfg.online.workdir) / "data" / "train" / e["shard"]
+        assert e["mae_mev"] == pytest.approx(mae_one_by_one(v1["artifacts"], shard), abs=0.05)
+    assert [r["trigger"]["numbers"]["fired_by"] for r in lineage.records()[:2]] == [
+        ["growth"],
+        ["growth"],
+    ]
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value
+        for m in OnlineCollector(cfg.online.workdir).collect()
+        for s in m.samples
+    }
+    assert (
+        samples[("bundle_online_realised_mae_mev", ("qm9_et", "online-1"))] == scored[-1]["mae_mev"]
+    )
+    assert samples[("bundle_online_realised_molecules", ("qm9_et", "online-1"))] == 10
+    assert samples[("bundle_online_retrains_total", ("qm9_et", "growth"))] >= 2
+
+
+def test_a_realised_mae_bound_or_a_drifted_shard_fires_a_retrain(run_loop):
+    """With growth off: a shard on which the served version's MAE is above the bound retrains
+    (fired_by realised_mae); then a shard of the same molecules with 0.3 A of coordinate noise
+    is flagged by the drift tests and retrains (fired_by drift)."""
+    tmp, _, _, _, _ = run_loop
+    off = [*online_overrides(tmp), "online.trigger_fraction=100.0"]
+    cfg = load_config([*off, "online.trigger.realised_mae_mev=0.001"])
+    lineage = Lineage(cfg.online.workdir)
+    ws = DvcWorkspace(cfg.online)
+    ws.restore(ws.current()["data_version"])  # the restore test above left an older state
+    assert loop.step(cfg)["retrained"] is False  # nothing new arrived since the served version
+    loop.arrive(cfg)
+    result = loop.step(cfg)
+    assert result["retrained"] is True
+    assert result["record"]["trigger"]["numbers"]["fired_by"] == ["realised_mae"]
+    assert lineage.records()[-1]["trigger"]["numbers"]["fired_by"] == ["realised_mae"]
+
+    nxt = ws.pending()[0]
+    gen = torch.Generator().manual_seed(0)
+    noisy = []
+    for m in read_qm9pack_csv([nxt]):
+        m = m.clone()  # every field, as the shard's CSV row holds it
+        m.pos = m.pos + 0.3 * torch.randn(m.pos.shape, generator=gen)
+        noisy.append(m)
+    write_qm9pack_csv(noisy, nxt)
+    cfg = load_config(
+        [*off, "online.trigger.realised_mae_frac=null", "online.trigger.drift_min_samples=5"]
+    )
+    loop.arrive(cfg)
+    drifted = assessments(cfg)[-1]
+    assert drifted["shard"] == nxt.name and drifted["drift"]["flagged"] is True
+    assert "h_bond_spread" in drifted["drift"]["drifted"]
+    result = loop.step(cfg)
+    assert result["retrained"] is True
+    assert result["record"]["trigger"]["numbers"]["fired_by"] == ["drift"]
 
 
 @pytest.fixture
