@@ -286,6 +286,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--no-doc", action="store_true", help="write only the results file")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="rerun only --models and keep --out's other models (each model's figures depend "
+        "on its own .mar and seed only, so the merged file is what one full run writes)",
+    )
     args = parser.parse_args(argv)
     hooks = shift_hooks()
     models = args.models or sorted(m for m in hooks if (args.store / f"{m}.mar").is_file())
@@ -302,10 +308,34 @@ def main(argv: Optional[list[str]] = None) -> None:
         window = min(args.window, max(len(shift_set.clean) // 2, MIN_WINDOW))
         mar = args.store / f"{name}.mar"
         results["models"].append(evaluate(name, shift_set, mar, window, args.windows, args.seed))
-    command = "python -m benchmarks.robustness " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python -m benchmarks.robustness " + " ".join(given)
     results["command"] = command.strip()
+    if args.update and args.out.exists():
+        old = json.loads(args.out.read_text())
+        rerun = {r["model"] for r in results["models"]}
+        results["models"] = sorted(
+            [r for r in old["models"] if r["model"] not in rerun] + results["models"],
+            key=lambda r: r["model"],
+        )
+        results["families"] = {}
+        for r in results["models"]:
+            family = hooks[r["model"]].rsplit(".", 1)[-1].removesuffix("_shifts")
+            results["families"].setdefault(family, []).append(r["model"])
+        # One full run with the same settings writes the merged file: record that command, and
+        # the runs that made it.
+        full = ["python -m benchmarks.robustness"]
+        for flag, value, default in (
+            ("--store", args.store, STORE),
+            ("--size", args.size, 300),
+            ("--window", args.window, Settings().window),
+            ("--windows", args.windows, 40),
+            ("--seed", args.seed, 0),
+        ):
+            if value != default:
+                full.append(f"{flag} {value}")
+        results["command"] = " ".join(full)
+        results["runs"] = [*old.get("runs", [old.get("command")]), command.strip()]
     write_result(results, args.out)
     if not args.no_doc:
         write_doc(results, results["command"])
