@@ -15,14 +15,37 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MODELS = ["mutag_gcn", "qm9_et", "imdb_bert", "flowers_cnn"]
 
 
-@pytest.fixture(scope="module")
-def results(every_model_store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("robustness") / "robustness.json"
-    cmd = [sys.executable, "-m", "benchmarks.robustness", "--store", str(every_model_store)]
-    cmd += ["--models", *MODELS, "--size", "40", "--windows", "4", "--out", str(out), "--no-doc"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=900)
+def robustness(store, out, *models: str, update: bool = False) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.robustness", "--store", str(store)]
+    cmd += ["--models", *models, "--size", "40", "--windows", "4", "--out", str(out), "--no-doc"]
+    done = subprocess.run(
+        [*cmd, *(["--update"] if update else [])], cwd=ROOT, capture_output=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    return {r["model"]: r for r in json.loads(out.read_text())["models"]}
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def results_file(every_model_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("robustness") / "robustness.json"
+    robustness(every_model_store, out, *MODELS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(results_file):
+    return {r["model"]: r for r in json.loads(results_file.read_text())["models"]}
+
+
+def test_update_reruns_one_model_and_keeps_the_others(every_model_store, results_file, results):
+    """A model's figures depend on its .mar and the seed alone: rerun, they are the same."""
+    merged = robustness(every_model_store, results_file, "mutag_gcn", update=True)
+    assert [r["model"] for r in merged["models"]] == sorted(MODELS)
+    again = {r["model"]: r for r in merged["models"]}
+    assert again["mutag_gcn"]["clean"] == results["mutag_gcn"]["clean"]
+    assert again["mutag_gcn"]["shifts"] == results["mutag_gcn"]["shifts"]
+    assert again["qm9_et"] == results["qm9_et"]
+    assert len(merged["runs"]) == 2 and "--update" in merged["runs"][1]
 
 
 def test_every_model_answers_every_clean_and_shifted_request(results):
