@@ -196,6 +196,21 @@ def write_doc(results: dict[str, Any], command: str) -> None:
         "",
         f"Command: `{command}`",
         "",
+        "The clean metric is on this held-out sample (300 requests; MUTAG's 38), not the full",
+        "test split of the README's table; the models are the `make train` artifacts of the",
+        "machine that ran the command.",
+        *(
+            [
+                "",
+                "Made by these runs (`--update` reruns some models and keeps the others; a",
+                "model's figures depend only on its `.mar` and the seed):",
+                "",
+                *(f"- `{run}`" for run in results["runs"]),
+            ]
+            if results.get("runs")
+            else []
+        ),
+        "",
         "**Goal:** at the middle severity and above, at least 90% of shifted windows flagged",
         "(shifts the model must ignore, marked *invariant*, excluded), at most 5% of clean",
         "windows flagged.",
