@@ -25,13 +25,12 @@ from omegaconf import DictConfig
 from monitor.drift import DriftDetector, flagged
 from monitor.reference import Reference
 from online.lineage import ASSESS_EVENT, Lineage
-from train.core.handlers import molecule_stats
-from train.qm9.data import loader, read_qm9pack_csv
+from train.qm9.data import read_qm9pack_csv
+from train.qm9.run import monitor_inputs
 
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def score_shard(
     artifacts: Path, shard: Path, elements: list[int], alpha: Optional[float], min_samples: int
 ) -> dict[str, Any]:
@@ -39,16 +38,12 @@ def score_shard(
     against the reference beside it (None when `alpha` is None, there is no reference, or the
     shard is too small for any test)."""
     molecules = read_qm9pack_csv([shard])
-    model = torch.jit.load(str(artifacts / "model.pt")).eval()
-    errors, embeddings, per_atom = [], [], []
-    for b in loader(molecules, 128):
-        energy, _ = model(b.z, b.pos, b.batch, False)
-        errors.append((energy.double() - b.y.view(-1).double()).abs())
-        embeddings.append(model.embed(b.z, b.pos, b.batch))
-        per_atom += (energy / torch.bincount(b.batch)).tolist()
+    model = torch.jit.load(str(artifacts / "model.pt"))
+    stats, embeddings, per_atom, energy = monitor_inputs(model, molecules, elements)
+    truth = torch.cat([m.y.view(-1) for m in molecules]).double()
     out: dict[str, Any] = {
         "n": len(molecules),
-        "mae_mev": round(float(torch.cat(errors).mean()) * 1000, 2),
+        "mae_mev": round(float((energy.double() - truth).abs().mean()) * 1000, 2),
         "drift": None,
     }
     if alpha is None:
@@ -58,10 +53,10 @@ def score_shard(
     except FileNotFoundError:
         log.warning("%s has no drift reference: the shard's drift is not tested", artifacts)
         return out
-    rows = torch.cat(embeddings).float().numpy()
+    rows = embeddings.float().numpy()
     records = [
-        {"stats": molecule_stats(m.z, m.pos, elements), "embedding": rows[i], "prediction": e}
-        for i, (m, e) in enumerate(zip(molecules, per_atom))
+        {"stats": st, "embedding": rows[i], "prediction": e}
+        for i, (st, e) in enumerate(zip(stats, per_atom))
     ]
     signals = DriftDetector(reference, alpha=alpha, min_samples=min_samples).check(records)
     if not signals:  # every signal has fewer than min_samples in the shard

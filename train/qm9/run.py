@@ -261,15 +261,30 @@ def write_qm9_reference(
 ) -> None:
     """The drift reference: sampled training molecules with their embedding and the predicted
     energy per atom (eV; total energies scale with size, per atom they compare across sizes)."""
-    model.eval()
     picked = [molecules[i] for i in sample(len(molecules), seed)]
-    emb, per_atom = [], []
-    for b in loader(picked, 64):
+    stats, emb, per_atom, _ = monitor_inputs(model, picked, elements)
+    write_reference(out, name, stats, emb, per_atom)
+
+
+@torch.no_grad()
+def monitor_inputs(
+    model: Any, molecules: list[Data], elements: list[int]
+) -> tuple[list[dict[str, Any]], Tensor, list[float], Tensor]:
+    """What the drift monitor sees of each molecule, as the handler logs it: its input
+    statistics, the model's embedding (M, H) and energy per atom (eV); and the energies (M,).
+
+    `model` is an EnergyModel or its scripted model.pt (the online loop scores shards with it).
+    """
+    model.eval()
+    emb, energies = [], []
+    batches = list(loader(molecules, 64))
+    for b in batches:
         emb.append(model.embed(b.z, b.pos, b.batch))
-        energy, _ = model(b.z, b.pos, b.batch, False)
-        per_atom += (energy / torch.bincount(b.batch)).tolist()
-    stats = [molecule_stats(m.z, m.pos, elements) for m in picked]
-    write_reference(out, name, stats, torch.cat(emb), per_atom)
+        energies.append(model(b.z, b.pos, b.batch, False)[0])
+    energy = torch.cat(energies)
+    atoms = torch.cat([torch.bincount(b.batch) for b in batches])
+    stats = [molecule_stats(m.z, m.pos, elements) for m in molecules]
+    return stats, torch.cat(emb), (energy / atoms).tolist(), energy
 
 
 def reexport(cfg: DictConfig) -> dict[str, Any]:
