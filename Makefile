@@ -48,8 +48,9 @@ $(VENV)/.installed: requirements/serve.txt requirements/train.txt requirements/m
 	$(PY) -m pip install -q -r requirements/dev.txt
 	@touch $@
 
-java: ## Check for Java 17+ and install it with apt if missing
-	@scripts/ensure_java.sh
+java: venv ## Java 17+ (with apt if missing), and the frontend's form-decoding fix in .venv's jar
+	@scripts/ensure_java.sh --jdk
+	@$(PY) serve/frontend_patch.py
 
 prometheus: ## Check for prometheus and promtool and install Debian's package with apt if missing
 	@scripts/ensure_prometheus.sh
@@ -141,7 +142,7 @@ test: venv kserve-venv report-venv java prometheus lint ## Lint, then the whole 
 	$(PY) -m pytest --cov=handlers --cov=train --cov=serve --cov=online \
 	  --cov-report=term-missing:skip-covered --cov-fail-under=$(COV_FAIL_UNDER) $(PYTEST_ARGS)
 
-test-unit: venv prometheus ## Unit tests only
+test-unit: venv java prometheus ## Unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-e2e: venv kserve-venv java prometheus ## End-to-end tests only
