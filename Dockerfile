@@ -57,12 +57,23 @@ RUN --mount=type=bind,source=docker,target=/tmp/docker \
       pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" -r /tmp/requirements/kserve.txt; \
     fi
 
+# TorchServe 0.12.0's frontend with the bundle's one fix: a malformed form body is a 400, not a
+# 500 (serve/frontend_patch.py compiles serve/frontend/ against the wheel's jar, with the JDK
+# of the jre stage). Serving and training copy the patched jar over the wheel's.
+FROM jre AS frontend
+COPY --from=venv /opt/venv/lib/python3.11/site-packages/ts/frontend/model-server.jar /tmp/frontend/
+COPY serve/frontend_patch.py /tmp/patch/
+COPY serve/frontend/ /tmp/patch/frontend/
+RUN python3 /tmp/patch/frontend_patch.py --jar /tmp/frontend/model-server.jar
+
 # What serving never uses: pip itself, C++ headers, test libraries and tools of torch, and the
 # model code of the ~550 model families transformers ships (modeling_*.py, and modular_*.py,
 # which only generates code). The handlers build a BERT tokenizer, and AutoTokenizer imports
 # each family's package and tokenizer module while it looks the class up (`align` before
 # `bert`), so those stay. `make image-test` runs the BERT handler in the image.
 FROM venv AS serve-venv
+COPY --from=frontend /tmp/frontend/model-server.jar \
+     /opt/venv/lib/python3.11/site-packages/ts/frontend/model-server.jar
 RUN pip uninstall -y -q pip setuptools wheel \
  && cd /opt/venv/lib/python3.11/site-packages \
  && rm -rf torch/include torch/share/cmake torch/testing/_internal/data \
@@ -81,6 +92,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates make \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=jre /opt/jre /opt/jre
+COPY --from=frontend /tmp/frontend/model-server.jar \
+     /opt/venv/lib/python3.11/site-packages/ts/frontend/model-server.jar
 ENV JAVA_HOME=/opt/jre PATH=/opt/venv/bin:/opt/jre/bin:$PATH
 RUN --mount=type=bind,source=docker,target=/tmp/docker \
     if ls /tmp/docker/wheelhouse/*.whl >/dev/null 2>&1; then \

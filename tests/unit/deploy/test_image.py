@@ -47,6 +47,16 @@ def test_serving_image_gets_the_serving_stack_only():
     assert copied == ["--from=jre /opt/jre /opt/jre", "--from=serve-venv /opt/venv /opt/venv"]
 
 
+def test_both_images_get_the_frontend_fix():
+    # serve/frontend_patch.py makes the frontend answer a malformed form 400 (README).
+    jar = "/opt/venv/lib/python3.11/site-packages/ts/frontend/model-server.jar"
+    assert "serve/frontend_patch.py" in stages()["frontend"]
+    for stage in ("serve-venv", "train"):
+        copied = [c.split() for c in instructions(stage, "COPY") if "--from=frontend" in c]
+        assert copied == [["--from=frontend", "/tmp/frontend/model-server.jar", "\\"]], stage
+        assert jar in stages()[stage], stage
+
+
 def requirement_names(path) -> dict[str, str]:
     pins = {}
     for line in path.read_text().splitlines():
