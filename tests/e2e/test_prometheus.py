@@ -160,22 +160,31 @@ def test_latency_rule_expression_has_a_value_per_served_model(scraped, examples_
     print(f"mean latency (ms) per model: {got}; ModelLatencyHigh pending for {sorted(pending)}")
 
 
-def test_5xx_answers_put_the_error_ratio_alert_pending(scraped, every_model_server):
-    # TorchServe's frontend answers a multipart part without a name with 500 before any worker
-    # sees it (ErrorDataDecoderException; README, "Request contract"): a real 5xx, in Requests5XX.
-    bad = b"--x\r\nContent-Disposition: form-data\r\n\r\nvalue\r\n--x--\r\n"
+def test_5xx_answers_put_the_error_ratio_alert_pending(scraped, every_model_server, examples_dir):
+    # A model scaled to no worker: TorchServe answers its valid requests 503 ("has no worker to
+    # serve inference request"), a real 5xx, in Requests5XX.
+    entry = json.loads((examples_dir / "index.json").read_text())["mutag_gcn"]
+    body = (examples_dir / entry["file"]).read_bytes()
+    client = every_model_server.client()
+    desc = client.describe("mutag_gcn")
+    lo, hi = desc["minWorkers"], desc["maxWorkers"]
     assert ("ServerErrorRatioHigh", "") not in alert_states(scraped)  # no 5xx so far
-    # TorchServe exports no Requests5XX series before its first 5xx, and rate() cannot see the
-    # step from no series to its first value: one 5xx first, seen by Prometheus, then the rest.
-    codes = [send(every_model_server, "flowers_cnn", bad, "multipart/form-data; boundary=x")]
-    until(lambda: scraped.query("Requests5XX"))
-    codes += [
-        send(every_model_server, "flowers_cnn", bad, "multipart/form-data; boundary=x")
-        for _ in range(20)
-    ]
-    assert all(c >= 500 for c in codes), codes
-    state = until(lambda: alert_states(scraped).get(("ServerErrorRatioHigh", "")), timeout=60)
-    assert state in ("pending", "firing")
+    client.call("PUT", "/models/mutag_gcn?min_worker=0&max_worker=0&synchronous=true")
+    try:
+        # TorchServe exports no Requests5XX series before its first 5xx, and rate() cannot see
+        # the step from no series to its first value: one 5xx first, seen by Prometheus, then
+        # the rest.
+        codes = [send(every_model_server, "mutag_gcn", body, entry["content_type"])]
+        until(lambda: scraped.query("Requests5XX"))
+        codes += [
+            send(every_model_server, "mutag_gcn", body, entry["content_type"]) for _ in range(20)
+        ]
+        assert set(codes) == {503}, codes
+        state = until(lambda: alert_states(scraped).get(("ServerErrorRatioHigh", "")), timeout=60)
+        assert state in ("pending", "firing")
+    finally:
+        client.call("PUT", f"/models/mutag_gcn?min_worker={lo}&max_worker={hi}&synchronous=true")
+    assert send(every_model_server, "mutag_gcn", body, entry["content_type"]) == 200
 
 
 def monitored(mon: MonitorProcess, metric: str, model: str = DRIFT_MODEL) -> dict[str, float]:
