@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import oip_v2
+import orjson
 import payload_log
 import torch
 from model_metrics import ModelMetrics, Observed
@@ -28,6 +29,18 @@ __all__ = ["Instances", "JsonBatchHandler", "RequestError", "to_device"]
 log = logging.getLogger(__name__)
 
 PHRASES = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error"}
+# Responses are serialised by orjson: compact UTF-8 bytes, which the worker sends as they are
+# (json.dumps built a str the worker then encoded). Non-string keys become strings, as with
+# json.dumps, and a non-finite float becomes null, where json.dumps wrote a bare NaN that is
+# not JSON.
+DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def dumps(obj: Any) -> bytes:
+    """One response body: `obj` as compact JSON bytes."""
+    return orjson.dumps(obj, option=DUMPS_OPTIONS)
+
+
 # Python converts no integer string of more digits (sys.get_int_max_str_digits()).
 MAX_INT_DIGITS = 4300
 
@@ -473,11 +486,11 @@ class JsonBatchHandler(BaseHandler):
         labels = list(self.meta.get("labels") or [])
         return oip_v2.encode(oip_v2.kind_for(self), result, call, labels, *self.model_identity())
 
-    def postprocess(self, batch: dict[str, Any]) -> list[str]:
-        """Returns one JSON string per request, in order, and sets each request's status."""
+    def postprocess(self, batch: dict[str, Any]) -> list[bytes]:
+        """Returns one JSON body per request, in order, and sets each request's status."""
         self.model_metrics.record(self, batch)
         payload_log.observe(self, self.flat(batch["good"]), batch["outputs"])  # drift monitor
-        responses: list[str] = [""] * batch["size"]
+        responses: list[bytes] = [b""] * batch["size"]
         outputs = iter(batch["outputs"])
         for idx, item in batch["good"]:
             if isinstance(item, V2Request):
@@ -486,7 +499,7 @@ class JsonBatchHandler(BaseHandler):
                 out = {"predictions": [next(outputs) for _ in item]}
             else:
                 out = next(outputs)
-            responses[idx] = json.dumps(out)
+            responses[idx] = dumps(out)
         for idx, err in batch["errors"].items():
             self.context.set_response_status(err.code, PHRASES.get(err.code, "Error"), idx)
             body = err.body()
@@ -495,7 +508,7 @@ class JsonBatchHandler(BaseHandler):
                 # response: one without `id` makes its frontend thread raise and restart the
                 # worker. The error goes out as a v2 response with an `error` output instead.
                 body = oip_v2.grpc_error(body, self.model_identity())
-            responses[idx] = json.dumps(body)
+            responses[idx] = dumps(body)
         for idx in range(batch["size"]):
             self.context.set_response_content_type(idx, "application/json")
             # How many requests shared this forward pass: makes dynamic batching observable.

@@ -71,6 +71,11 @@ def handle(
     # The entry point TsModelLoader built: the handler instance's bound `handle`.
     out = service._entry_point(list(rows), ctx)
     return [
-        (ctx.get_response_status(i)[0] or 200, text, dict(ctx.get_response_headers(i)))
-        for i, text in enumerate(out)
+        (ctx.get_response_status(i)[0] or 200, as_text(body), dict(ctx.get_response_headers(i)))
+        for i, body in enumerate(out)
     ]
+
+
+def as_text(body: str | bytes | bytearray) -> str:
+    """A handler's answer (JSON bytes, as the worker sends them, or text) as the client reads it."""
+    return body if isinstance(body, str) else bytes(body).decode("utf-8")

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 from request_error import RequestError
+from ts.context import RequestProcessor
 
 from json_batch_handler import loads
 from tests.unit.conftest import call
@@ -166,3 +167,14 @@ def test_limit_memory_makes_a_too_large_allocation_fail_and_the_process_live():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["refused", "True", "alive", "1000.0"]
+
+
+def test_responses_are_compact_json_bytes_with_the_answers_of_json_dumps(node_handler):
+    handler, ctx = node_handler
+    [(_, answer)] = call(handler, ctx, [GOOD])
+    ctx.request_processor = [RequestProcessor({"Content-Type": "application/json"})] * 2
+    raw = handler.handle([{"body": GOOD}, {"body": b"{"}], ctx)
+    assert all(isinstance(body, bytes) for body in raw)  # sent as they are by the worker
+    assert json.loads(raw[0]) == answer
+    assert raw[0] == json.dumps(answer, separators=(",", ":")).encode()
+    assert json.loads(raw[1])["field"] == "body"
