@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from model_metrics import TOKENS, Observed
-from text_request import clean_text, head_tail, text_stats
+from text_request import clean_text, text_stats, tokenize_cut
 from torch import Tensor
 from transformers import AutoTokenizer
 
@@ -58,7 +58,7 @@ class TextClassifierHandler(JsonBatchHandler):
         # before the worker reports READY.
         for _ in range(int(self.config["warmup_batches"])):
             self.predict(["warm up", "the first calls are slower " * 8])
-        # Tokens before the cut, counted where the batch is tokenized (collate), read by observe.
+        # Tokens the model gets (after the cut), counted in collate, read by observe.
         self.tokens_seen = 0
 
     def check_length(self, idx: int) -> None:
@@ -107,13 +107,13 @@ class TextClassifierHandler(JsonBatchHandler):
 
     def collate(self, items: list[str], tokenizer: Any = None) -> tuple[Tensor, Tensor]:
         """(B, T) input_ids and attention_mask: one tokenizer call for the batch, each review
-        cut to max_length tokens (head + tail), padded to the longest review of the batch."""
+        cut to max_length tokens (head + tail) without tokenizing a long review's middle,
+        padded to the longest review of the batch."""
         on_request_path = tokenizer is None  # the payload log's thread brings its own
         tokenizer = tokenizer or self.tokenizer
-        ids = tokenizer(items, verbose=False)["input_ids"]
+        ids = tokenize_cut(tokenizer, items, self.max_length, self.head_tokens)
         if on_request_path:  # only served reviews count in the model metrics
             self.tokens_seen = getattr(self, "tokens_seen", 0) + sum(len(t) for t in ids)
-        ids = [head_tail(t, self.max_length, self.head_tokens) for t in ids]
         enc = tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 
@@ -135,7 +135,7 @@ class TextClassifierHandler(JsonBatchHandler):
         return results
 
     def observe(self, items: list[str], outputs: list[dict]) -> Observed:
-        """Tokens of the batch's reviews before the cut; each answer's label and score."""
+        """Tokens of the batch's reviews as the model got them; each answer's label and score."""
         tokens, self.tokens_seen = self.tokens_seen, 0
         return Observed(
             sizes={TOKENS: tokens},

@@ -1,10 +1,15 @@
 """Text request helpers: the exported cleaning rules and the head+tail cut of long token
 sequences (body decoding is JsonBatchHandler.read_text). Training imports these same functions
-(train/core/handlers.py), so a review is cleaned and cut once, the same way, in both."""
+(train/core/handlers.py), so a review is cleaned, tokenized and cut the same way in both."""
 
 import re
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
+
+# Words beyond the head and tail budgets that a long text keeps before it is tokenized: spare
+# words for the ones that make no token (control characters only, or the empty word between two
+# spaces). When they do not suffice, the text is tokenized whole.
+SPARE_WORDS = 8
 
 
 def clean_text(text: str, rules: Sequence[Sequence[str]]) -> str:
@@ -27,6 +32,49 @@ def head_tail(ids: list[int], max_length: int, head: Optional[int]) -> list[int]
         return ids
     head = max_length - 2 if head is None else min(head, max_length - 2)
     return ids[: head + 1] + ids[len(ids) - (max_length - head - 1) :]
+
+
+def tokenize_cut(
+    tokenizer: Any, texts: Sequence[str], max_length: int, head: Optional[int]
+) -> list[list[int]]:
+    """Each text's ids exactly as `head_tail(tokenizer(text)["input_ids"], ...)`, in one
+    tokenizer call, without tokenizing the middle of a long text.
+
+    Tokenizing is linear in the text: a 256 KB review cost about 200 ms of worker CPU for the
+    256 tokens the model reads. A text of more words than the budget is cut at ASCII spaces
+    first: its head words and its tail words are tokenized as two texts. Every BERT normalizer
+    and pre-tokenizer splits at a space, so the tokens of the kept words are the full text's
+    own; the cut is used only when the head part has at least `head` tokens and the tail part
+    the rest (a word can make none), else the text is tokenized whole.
+    """
+    kept = max_length - 2 if head is None else min(head, max_length - 2)
+    tail = max_length - 2 - kept
+    parts: list[str] = []
+    cut: list[bool] = []
+    for text in texts:
+        words = text.split(" ")
+        cut.append(len(words) > kept + tail + 2 * SPARE_WORDS)
+        if cut[-1]:
+            parts += [
+                " ".join(words[: kept + SPARE_WORDS]),
+                " ".join(words[len(words) - tail - SPARE_WORDS :]),
+            ]
+        else:
+            parts.append(text)
+    ids = iter(tokenizer(parts, verbose=False)["input_ids"])
+    out = []
+    for text, was_cut in zip(texts, cut):
+        first = next(ids)
+        if not was_cut:
+            out.append(head_tail(first, max_length, head))
+            continue
+        last = next(ids)  # [CLS] ... [SEP] each
+        if len(first) - 2 >= kept and len(last) - 2 >= tail:
+            out.append(first[: kept + 1] + last[len(last) - tail - 1 :])
+        else:
+            whole = tokenizer(text, verbose=False)["input_ids"]
+            out.append(head_tail(whole, max_length, head))
+    return out
 
 
 def text_stats(text: str, ids: list[int], unk_id: Optional[int]) -> dict[str, float]:

@@ -140,7 +140,7 @@ ROWS = [
                 "short",
                 [
                     (per_input("bundle_input_atoms_total"), "{{ModelName}} atoms"),
-                    (per_input("bundle_input_tokens_total"), "{{ModelName}} tokens before the cut"),
+                    (per_input("bundle_input_tokens_total"), "{{ModelName}} tokens to the model"),
                 ],
             ),
             Panel(

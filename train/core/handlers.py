@@ -15,7 +15,7 @@ if str(HANDLERS) not in sys.path:
 
 from image_request import decode_image, image_stats, to_rgb  # noqa: E402
 from request_error import RequestError  # noqa: E402
-from text_request import clean_text, head_tail, text_stats  # noqa: E402
+from text_request import clean_text, head_tail, text_stats, tokenize_cut  # noqa: E402
 
 from graph_request import graph_stats  # noqa: E402
 from molecule_request import WARMUP_POS, WARMUP_Z, molecule_stats  # noqa: E402
@@ -33,4 +33,5 @@ __all__ = [
     "molecule_stats",
     "text_stats",
     "to_rgb",
+    "tokenize_cut",
 ]

