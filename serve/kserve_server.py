@@ -1,13 +1,15 @@
 """The bundle's .mar files served by KServe's Python ModelServer: the same handlers, no TorchServe.
 
 python -m serve.kserve_server [--store model_store] [--models a,b] [--http-port 8085]
-                              [--grpc-port 8087 | --no-grpc] [--host 127.0.0.1]
+                              [--grpc-port 8087 | --no-grpc] [--host 127.0.0.1] [--no-batching]
 
 Each .mar (or a folder holding an unpacked one) is loaded the way TorchServe's worker loads it
 (serve/inprocess.py, shared with `make predict` and the benchmarks): the real `ts.context.Context`
 and the handler's own `initialize`. Every request then
 goes through the handler's `handle` (its readers by Content-Type, `parse`, `collate`, one forward,
-`respond`, its own 4xx JSON error), so no handler code is written twice. Routes (KServe's):
+`respond`, its own 4xx JSON error), so no handler code is written twice. Concurrent requests
+for a model share one `handle` call, up to its model-config's batchSize, as under TorchServe
+(serve/kserve_batching.py; `--no-batching` turns it off). Routes (KServe's):
 - v1 `POST /v1/models/<m>:predict`: the handler's native body. JSON (a request object or
   `{"instances": [...]}`) is decoded by KServe first; any other Content-Type (text/plain, image/*)
   reaches the handler as raw bytes, as under TorchServe.
@@ -21,14 +23,12 @@ There is no token check: bind it to loopback, or put it behind a gateway (KServe
 """
 
 import argparse
-import asyncio
 import importlib
 import json
 import logging
 import struct
 import tempfile
 import threading
-import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
@@ -44,9 +44,9 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
-from ts.context import RequestProcessor
 
-from serve.inprocess import load_service, unpack
+from serve.inprocess import handle, load_service, unpack
+from serve.kserve_batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 
@@ -135,33 +135,43 @@ async def form_row(body: bytes, content_type: str) -> dict[str, Any]:
     return row
 
 
-class HandlerModel(Model):
-    """One served model: the .mar's own handler class, called through its `handle`."""
+Answer = tuple[int, Any, dict]  # (status, JSON answer, response headers)
 
-    def __init__(self, name: str, model_dir: Path):
+
+class HandlerModel(Model):
+    """One served model: the .mar's own handler class, called through its `handle`, with
+    concurrent requests batched as TorchServe batches them (serve/kserve_batching.py)."""
+
+    def __init__(self, name: str, model_dir: Path, batching: bool = True):
         super().__init__(name, return_response_headers=True)
-        self.model_dir = model_dir
-        # One Context per model, as in a TorchServe worker; requests take turns on it.
+        self.model_dir, self.batching = model_dir, batching
+        # One Context per model, as in a TorchServe worker; batches take turns on it.
         self._lock = threading.Lock()
 
     def load(self) -> bool:
-        """Loads the handler as TorchServe's worker does (serve/inprocess.py)."""
+        """Loads the handler as TorchServe's worker does (serve/inprocess.py), and its batcher
+        with the model-config's batchSize and maxBatchDelay (ms)."""
         self.service = load_service(self.model_dir, self.name)
+        config = self.service.context.model_yaml_config or {}
+        size = int(config.get("batchSize") or 1) if self.batching else 1
+        delay = float(config.get("maxBatchDelay") or 0) / 1000
+        self.batcher: MicroBatcher[tuple[dict, dict], Answer] = MicroBatcher(
+            self.handle_batch, size, delay
+        )
         self.ready = True
         return self.ready
 
-    def handle(self, row: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any, dict]:
-        """One request (TorchServe's row: `body`, or a form's fields) through the handler's
-        `handle`: (status, JSON answer, response headers)."""
+    def handle_batch(self, requests: list[tuple[dict[str, Any], dict[str, str]]]) -> list[Answer]:
+        """Requests (TorchServe's row: `body`, or a form's fields; and the headers) through one
+        call of the handler's `handle`, as one TorchServe batch."""
         with self._lock:
-            ctx = self.service.context
-            ctx.request_processor = [RequestProcessor(headers)]
-            ctx.request_ids = {0: headers.get("x-request-id") or str(uuid.uuid4())}
-            ctx.metrics.request_ids = ctx.request_ids
-            # The entry point TsModelLoader built: the handler instance's bound `handle`.
-            (out,) = self.service._entry_point([row], ctx)
-            status = ctx.get_response_status(0)[0] or 200
-            return status, json.loads(out), dict(ctx.get_response_headers(0))
+            rows = [row for row, _ in requests]
+            answers = handle(self.service, rows, [headers for _, headers in requests])
+        return [(status, json.loads(text), extra) for status, text, extra in answers]
+
+    def handle(self, row: dict[str, Any], headers: dict[str, str]) -> Answer:
+        """One request alone through the handler's `handle`."""
+        return self.handle_batch([(row, headers)])[0]
 
     def handler(self) -> Any:
         """The handler instance (TsModelLoader's entry point is its bound `handle`)."""
@@ -181,9 +191,10 @@ class HandlerModel(Model):
         """KServe's model metadata outputs (the v2 metadata's)."""
         return self.metadata()["outputs"]
 
-    async def answer(self, row: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any, dict]:
-        """`handle` off the event loop, so health checks answer during a forward."""
-        return await asyncio.to_thread(self.handle, row, headers)
+    async def answer(self, row: dict[str, Any], headers: dict[str, str]) -> Answer:
+        """The request's answer from its batch, run off the event loop (health checks answer
+        during a forward)."""
+        return await self.batcher.submit((row, headers))
 
     async def predict(
         self,
@@ -280,7 +291,9 @@ class BundleModelServer(ModelServer):
             self.servers.append(self._grpc_server.start(self.max_threads))
 
 
-def load_models(store: Path, names: Optional[list[str]], workdir: Path) -> list[HandlerModel]:
+def load_models(
+    store: Path, names: Optional[list[str]], workdir: Path, batching: bool = True
+) -> list[HandlerModel]:
     """A loaded HandlerModel per .mar of `store` (or per name of `names`)."""
     found = {p.stem if p.suffix == ".mar" else p.name: p for p in sorted(store.iterdir())}
     found = {k: v for k, v in found.items() if v.suffix == ".mar" or (v / "MAR-INF").is_dir()}
@@ -290,7 +303,7 @@ def load_models(store: Path, names: Optional[list[str]], workdir: Path) -> list[
         raise SystemExit(f"no .mar for {missing} in {store}: run `make archive` first")
     models = []
     for name in names:
-        model = HandlerModel(name, unpack(found[name], workdir))
+        model = HandlerModel(name, unpack(found[name], workdir), batching)
         model.load()
         models.append(model)
     return models
@@ -306,10 +319,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     # Not 8086: the container's probe port (docker/entrypoint.py); 8080-8085 are taken too.
     parser.add_argument("--grpc-port", type=int, default=8087)
     parser.add_argument("--no-grpc", action="store_true")
+    parser.add_argument(
+        "--no-batching", action="store_true", help="one request per handle call (batchSize 1)"
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
     with tempfile.TemporaryDirectory(prefix="kserve-mar-") as workdir:
-        models = load_models(args.store, names, Path(workdir))
+        models = load_models(args.store, names, Path(workdir), not args.no_batching)
         app.add_exception_handler(HandlerError, handler_error)
         v2_route({m.name: m for m in models})
         server = BundleModelServer(

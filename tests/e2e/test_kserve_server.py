@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as triton
+import yaml
 
 from serve.client import exchange
 from serve.config import ROOT, free_addresses
@@ -190,6 +192,35 @@ def test_bad_request_gets_the_same_error(every_model_server, kserve, name):
     assert 400 <= ts_status < 500
     assert (ks_status, ks_answer) == (ts_status, ts_answer)
     assert ks_answer["field"] and ks_answer["error"]
+
+
+def test_concurrent_requests_are_batched_and_each_keeps_its_answer(kserve, examples_dir):
+    """16 clients at once: some requests share a handle call (X-Batch-Size > 1, at most the
+    model-config's batchSize), every good one gets its alone answer, the bad ones their 400."""
+    name = "mutag_gcn"
+    body, ctype = example(examples_dir, name)
+    bad = json.dumps(BAD[name]).encode()
+    url = f"{kserve['url']}/v1/models/{name}:predict"
+
+    def post(data: bytes) -> requests.Response:
+        return requests.post(url, data=data, headers={"Content-Type": ctype}, timeout=120)
+
+    alone = post(body)
+    assert alone.status_code == 200 and alone.headers["X-Batch-Size"] == "1"
+    bodies = [bad if i % 8 == 3 else body for i in range(160)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(post, bodies))
+    sizes = [int(r.headers["X-Batch-Size"]) for r in answers if r.status_code == 200]
+    batch_size = yaml.safe_load((ROOT / "model_archives" / name / "model-config.yaml").read_text())[
+        "batchSize"
+    ]
+    assert max(sizes) > 1 and max(sizes) <= batch_size, sizes
+    for sent, got in zip(bodies, answers):
+        if sent is bad:
+            assert got.status_code == 400 and got.json()["field"], got.text
+        else:
+            assert got.status_code == 200
+            close(alone.json(), got.json())
 
 
 def feature_dim(store: Path, name: str) -> int:
