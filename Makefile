@@ -33,7 +33,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help venv java prometheus monitor monitor-stop bench-metrics data train archive examples serve stop status test test-unit test-e2e \
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
-        chaos overload soak fuzz contract bench-parse kserve-venv serve-kserve report-venv \
+        chaos overload soak fuzz contract bench-parse bench-tokenize kserve-venv serve-kserve report-venv \
         drift-report predict robustness
 
 help: ## Show this help
@@ -245,6 +245,9 @@ contract: venv ## Regenerate docs/schemas/ and docs/openapi.json from handlers/c
 
 bench-parse: venv archive examples ## Request parse time per model (the example in its .mar); writes benchmarks/results/parse-after.json
 	$(PY) -m benchmarks.parse
+
+bench-tokenize: venv data examples ## The text handler's tokenization, whole review vs tokenize_cut; writes benchmarks/results/tokenize.json
+	$(PY) -m benchmarks.tokenize
 
 lint: venv ## ruff lint and format check, mypy on handlers/, serve/ and online/
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
