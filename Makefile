@@ -33,7 +33,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help venv java prometheus monitor monitor-stop bench-metrics data train archive examples serve stop status test test-unit test-e2e \
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
-        chaos overload soak fuzz contract bench-parse bench-tokenize kserve-venv serve-kserve report-venv \
+        chaos overload soak fuzz contract bench-parse bench-tokenize bench-peers peers-venv kserve-venv serve-kserve report-venv \
         drift-report predict robustness
 
 help: ## Show this help
@@ -245,6 +245,17 @@ contract: venv ## Regenerate docs/schemas/ and docs/openapi.json from handlers/c
 
 bench-parse: venv archive examples ## Request parse time per model (the example in its .mar); writes benchmarks/results/parse-after.json
 	$(PY) -m benchmarks.parse
+
+# The peers (benchmarks/peers.py): LitServe goes into the KServe venv; wrk is Debian's.
+$(KVENV)/.peers-installed: requirements/peers.txt $(KVENV)/.installed
+	$(KPY) -m pip install -q -r requirements/peers.txt
+	@touch $@
+
+peers-venv: $(KVENV)/.peers-installed ## LitServe in the KServe venv, and wrk (apt), for make bench-peers
+	@scripts/ensure_wrk.sh
+
+bench-peers: venv java archive examples peers-venv ## This bundle against KServe and LitServe on the same models, with wrk; writes benchmarks/results/peers.json
+	$(PY) -m benchmarks.peers $(PEERS_ARGS)
 
 bench-tokenize: venv data examples ## The text handler's tokenization, whole review vs tokenize_cut; writes benchmarks/results/tokenize.json
 	$(PY) -m benchmarks.tokenize
