@@ -57,8 +57,8 @@ RUN --mount=type=bind,source=docker,target=/tmp/docker \
       pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" -r /tmp/requirements/kserve.txt; \
     fi
 
-# TorchServe 0.12.0's frontend with the bundle's one fix: a malformed form body is a 400, not a
-# 500 (serve/frontend_patch.py compiles serve/frontend/ against the wheel's jar, with the JDK
+# TorchServe 0.12.0's frontend with the bundle's fixes: a malformed form body is a 400, not a
+# 500, and the v2 infer route is marked for the handlers (serve/frontend_patch.py compiles serve/frontend/ against the wheel's jar, with the JDK
 # of the jre stage). Serving and training copy the patched jar over the wheel's.
 FROM jre AS frontend
 COPY --from=venv /opt/venv/lib/python3.11/site-packages/ts/frontend/model-server.jar /tmp/frontend/

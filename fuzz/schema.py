@@ -43,6 +43,16 @@ def st_command(url: str, token: str, max_examples: int, seed: int, tags: list[st
     ]
 
 
+def failures_section(lines: list[str], most: int = 120) -> list[str]:
+    """The report's FAILURES section (each failure, its response and its curl), cut to `most`."""
+    starts = [i for i, line in enumerate(lines) if line.strip("= ") == "FAILURES"]
+    if not starts:
+        return []
+    ends = [i for i, line in enumerate(lines) if line.strip("= ") in ("WARNINGS", "SUMMARY")]
+    end = min([i for i in ends if i > starts[0]] or [len(lines)])
+    return lines[starts[0] : min(end, starts[0] + most)]
+
+
 def run_schemathesis(server: Server, max_examples: int, seed: int = 0) -> dict[str, Any]:
     """`st run` over every operation of the OpenAPI document, `max_examples` each: TorchServe's
     on its inference port, the v2 metadata routes on the metadata server."""
@@ -56,7 +66,8 @@ def run_schemathesis(server: Server, max_examples: int, seed: int = 0) -> dict[s
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         codes.append(out.returncode)
         report += out.stdout + out.stderr
-        tail += (out.stdout + out.stderr).strip().splitlines()[-60 // len(runs) :]
+        lines = (out.stdout + out.stderr).strip().splitlines()
+        tail += failures_section(lines) + lines[-60 // len(runs) :]
         shown.append(" ".join(["st", *cmd[1:6], "--header", "'Authorization: Bearer <token>'"]))
         shown[-1] += " " + " ".join(cmd[8:])
     report = report.replace(token or "\0", "<token>")

@@ -240,6 +240,10 @@ class JsonBatchHandler(BaseHandler):
                     return value.decode() if isinstance(value, bytes) else str(value)
         return None
 
+    def v2_route(self, idx: int) -> bool:
+        """Whether the request came to the frontend's /v2/models/{model}/infer route."""
+        return self.header(idx, oip_v2.ROUTE_HEADER) is not None
+
     def content_type(self, idx: int) -> str:
         """The request's media type without parameters, lower-case ('' when absent)."""
         return (self.header(idx, "Content-Type") or "").split(";")[0].strip().lower()
@@ -287,6 +291,12 @@ class JsonBatchHandler(BaseHandler):
             reader = "read_v2_binary"
         elif ctype == "" and oip_v2.looks_like_json(self.body(row)):
             reader = "read_json"  # tritonclient sends v2 JSON without a Content-Type
+        elif self.v2_route(idx) and reader != "read_json":
+            raise RequestError(
+                "Content-Type",
+                "the v2 infer route takes a V2InferRequest as application/json, or the binary "
+                f"extension with {oip_v2.HEADER}; got {ctype or 'none'}",
+            )
         if reader is None:
             *others, last = [t for t in self.bodies if t]
             names = f"{', '.join(others)} or {last}" if others else last
@@ -299,6 +309,8 @@ class JsonBatchHandler(BaseHandler):
         """Reader of application/json bodies: `parse` for the object or each of its instances,
         or a v2 request (`inputs`)."""
         payload = self.read_payload(row)
+        if "inputs" not in payload and self.v2_route(idx):
+            raise RequestError("inputs", "a v2 infer request needs `inputs`")
         if "inputs" in payload:
             # TorchServe's gRPC OIP service sends a job without HTTP headers, and its BYTES in
             # base64; a REST request always has a Host header.

@@ -27,6 +27,9 @@ from typing import Any, Optional
 from request_error import RequestError
 
 HEADER = "Inference-Header-Content-Length"
+# Set by the bundle's TorchServe frontend (serve/frontend/) on /v2/models/{model}/infer and
+# /explain only, so a body sent there is read as v2 or refused, never answered natively.
+ROUTE_HEADER = "Bundle-Oip-Route"
 # Datatype -> (struct format of one little-endian element, its size); BYTES is length-prefixed.
 FIXED = {
     "BOOL": ("?", 1),

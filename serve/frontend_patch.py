@@ -1,10 +1,12 @@
-"""Puts the bundle's one change to TorchServe 0.12.0's Java frontend into model-server.jar.
+"""Puts the bundle's two changes to TorchServe 0.12.0's Java frontend into model-server.jar.
 
 TorchServe's netty form decoder throws on a malformed multipart or urlencoded body (a part
 without a name, binary bytes sent as a form), and its HttpRequestHandler's catch-all answers
 500 before any worker sees the request (pytorch/serve #1819; 0.12.0 is the last release, so no
 upstream fix will come). serve/frontend/ holds the one source file that decodes forms, changed
-to answer 400 instead. This compiles it against the installed jar and swaps its classes in.
+to answer 400 instead; the same file also sets the header Bundle-Oip-Route on the v2 infer
+route (handlers/oip_v2.py ROUTE_HEADER), so the worker knows a request's route. This compiles
+it against the installed jar and swaps its classes in.
 
 Only the exact 0.12.0 jar is patched (its SHA-256 is checked), the original is kept beside it
 as model-server.jar.orig, and a patched jar carries a marker entry with the source's hash, so a

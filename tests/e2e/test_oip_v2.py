@@ -252,6 +252,35 @@ def test_a_bad_v2_body_gets_the_json_error_and_the_server_keeps_serving(every_mo
     assert status == 200 and json.loads(raw)["outputs"][0]["name"] == "label"
 
 
+def test_the_v2_route_refuses_a_native_body_and_predictions_ignores_the_route_header(
+    every_model_server, examples_dir
+):
+    """A photo's bytes or a native JSON object sent to /v2/.../infer is a 400, not a native
+    answer (schemathesis found the photo answered natively); the frontend sets the route header
+    itself and drops one a client sends to /predictions."""
+    server, token = every_model_server, every_model_server.token()
+    photo_bytes = (examples_dir / "flowers_cnn.jpg").read_bytes()
+    octet = {"Content-Type": "application/octet-stream"}
+    status, raw, _ = exchange(
+        f"{server.inference}/v2/models/flowers_cnn/infer", token, "POST", photo_bytes, octet
+    )
+    assert status == 400 and json.loads(raw)["field"] == "Content-Type", raw
+    status, raw, _ = exchange(
+        f"{server.inference}/predictions/flowers_cnn", token, "POST", photo_bytes, octet
+    )
+    assert status == 200 and "label" in json.loads(raw)
+    native = (examples_dir / "mutag_gcn.json").read_bytes()
+    status, raw, _ = exchange(
+        f"{server.inference}/v2/models/mutag_gcn/infer", token, "POST", native, JSON
+    )
+    assert status == 400 and json.loads(raw)["field"] == "inputs", raw
+    spoofed = {**JSON, "Bundle-Oip-Route": "infer"}
+    status, raw, _ = exchange(
+        f"{server.inference}/predictions/mutag_gcn", token, "POST", native, spoofed
+    )
+    assert status == 200 and "label" in json.loads(raw), raw
+
+
 def test_what_the_frontend_serves_of_v2_besides_infer(every_model_server, v2):
     """Health is served (with the token, as the rest); model metadata and ready are not."""
     client, headers = v2

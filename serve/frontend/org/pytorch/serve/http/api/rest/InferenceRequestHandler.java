@@ -5,6 +5,9 @@
  * a malformed multipart or urlencoded body is a 400 (BadRequestException), not the 500 of
  * HttpRequestHandler's catch-all (pytorch/serve #1819). serve/frontend_patch.py compiles this
  * file against the installed model-server.jar and puts its classes into the jar.
+ * A second change, also marked "bundle:": a request to /v2/models/{model}/infer reaches the
+ * worker with the header Bundle-Oip-Route (any the client sent is dropped on every route), so the
+ * handler knows the route and refuses a body that is not a v2 request.
  */
 package org.pytorch.serve.http.api.rest;
 
@@ -55,6 +58,9 @@ public class InferenceRequestHandler extends HttpRequestHandlerChain {
 
     private static final Logger logger = LoggerFactory.getLogger(InferenceRequestHandler.class);
 
+    // bundle: the route header the worker reads (handlers/oip_v2.py ROUTE_HEADER).
+    private static final String OIP_ROUTE_HEADER = "Bundle-Oip-Route";
+
     /** Creates a new {@code InferenceRequestHandler} instance. */
     public InferenceRequestHandler(Map<String, ModelServerEndpoint> ep) {
         endpointMap = ep;
@@ -68,6 +74,7 @@ public class InferenceRequestHandler extends HttpRequestHandlerChain {
             String[] segments)
             throws ModelException, DownloadArchiveException, WorkflowException,
                     WorkerInitializationException {
+        req.headers().remove(OIP_ROUTE_HEADER); // bundle: only the frontend sets it
         if (isInferenceReq(segments)) {
             if (endpointMap.getOrDefault(segments[1], null) != null) {
                 handleCustomEndpoint(ctx, req, segments, decoder);
@@ -217,6 +224,7 @@ public class InferenceRequestHandler extends HttpRequestHandlerChain {
         if (explain) {
             req.headers().add("explain", "True");
         }
+        req.headers().set(OIP_ROUTE_HEADER, segments[4]); // bundle: "infer" or "explain"
 
         predict(ctx, req, null, modelName, modelVersion);
     }
