@@ -85,8 +85,10 @@ examples: examples/index.json ## Write a real example request per model (from th
 examples/index.json: $(wildcard model_archives/*/archive.yaml) | data/.prepared
 	$(PY) -m train.core.examples
 
-serve: venv java data archive examples ## Set up everything and start TorchServe with all models
-	$(PY) -m serve start
+# Serves in stages (serve/staged.py): TorchServe starts with the .mar files that are up to date,
+# then each other model is trained and archived (make model_store/<name>.mar) and registered.
+serve: venv java data examples ## Set up everything and start TorchServe; models join as each is trained
+	$(PY) -m serve start --staged
 
 # `make predict MODEL=cora_gcn INPUT=examples/cora_gcn.json`: the answer `make serve` would give
 # (its .mar rebuilt first when stale, as `make serve` does), printed on stdout; CONTENT_TYPE

@@ -1,8 +1,11 @@
 """Controls the local TorchServe of `make serve` / `make stop`, and builds .mar files.
 
 python -m serve start [--config F] [--store D] [--timeout S]   start, wait for READY (with the
-                                                               v2 metadata server and the
-                                                               drift monitor beside it)
+                      [--staged]                               v2 metadata server and the
+                                                               drift monitor beside it);
+                                                               --staged: serve what is built,
+                                                               then train and add the rest
+                                                               (make serve; serve/staged.py)
 python -m serve stop                                           stop both
 python -m serve status                                         ready? every model's workers READY
 python -m serve token [inference|management] [--host URL]      a token ("" for a remote host)
@@ -34,6 +37,7 @@ from serve.server import (
     v2_is_up,
     wait_ready,
 )
+from serve.staged import serve_in_stages
 
 # The handlers' payload logs, which the drift monitor of `make serve` reads (docs/monitoring.md).
 PAYLOAD_DIR = ROOT / "payload_log"
@@ -66,6 +70,34 @@ def serve(config: Path, store: Path, timeout: float) -> None:
     print_examples(server, models)
 
 
+def serve_staged(config: Path, store: Path, timeout: float) -> None:
+    """`make serve`: TorchServe starts with the models already built; every other one is
+    trained, archived and registered in turn (serve/staged.py). A server that is already up
+    keeps what it serves and gets the models it lacks."""
+    server = attach(config, ROOT)
+    running = server if is_up(server) else None
+
+    def start_server(names: list[str]) -> Server:
+        return start(
+            store,
+            ROOT,
+            names,
+            config=config,
+            free_ports=False,
+            timeout=timeout,
+            payload_dir=PAYLOAD_DIR,
+            load=names,
+        )
+
+    def on_ready(server: Server, names: list[str]) -> None:
+        serve_monitor(store, server)  # it reads the store's .mar files when it starts
+        for line in curl_lines(server, names):
+            print(f"  {line}")
+
+    server = serve_in_stages(start_server, on_ready, ROOT, running=running)
+    print_examples(server, server.client().models())
+
+
 def serve_monitor(store: Path, server: Server) -> None:
     """Starts the drift monitor beside TorchServe, unless the one of `make serve` still runs;
     it also exports each model's READY workers, read from the management API."""
@@ -81,20 +113,26 @@ def serve_monitor(store: Path, server: Server) -> None:
     print(f"Drift monitor: {mon.url} (payload logs in {PAYLOAD_DIR})")
 
 
-def print_examples(server: Server, models: list[str]) -> None:
-    """Prints curl commands that work against the running server as written."""
+def curl_lines(server: Server, models: list[str]) -> list[str]:
+    """A curl command per model with an example (make examples), that works as written."""
     auth = '-H "Authorization: Bearer $(scripts/token)"'
     index_file = ROOT / "examples" / "index.json"
     index = json.loads(index_file.read_text()) if index_file.exists() else {}
+    return [
+        f"curl {auth} -H 'Content-Type: {index[name]['content_type']}' "
+        f"--data-binary @examples/{index[name]['file']} {server.inference}/predictions/{name}"
+        for name in models
+        if name in index
+    ]
+
+
+def print_examples(server: Server, models: list[str]) -> None:
+    """Prints curl commands that work against the running server as written."""
+    auth = '-H "Authorization: Bearer $(scripts/token)"'
     print("\nTry it (tokens come from key_file.json, see README 'Security'):")
     print(f"  curl {auth} {server.inference}/ping")
-    for name in models:
-        if name in index:
-            entry = index[name]
-            print(
-                f"  curl {auth} -H 'Content-Type: {entry['content_type']}' "
-                f"--data-binary @examples/{entry['file']} {server.inference}/predictions/{name}"
-            )
+    for line in curl_lines(server, models):
+        print(f"  {line}")
     if server.v2 and models:  # TorchServe lacks v2 metadata: serve/v2_metadata.py answers it
         print(f"  curl {auth} {server.v2}/v2/models/{models[0]}")
         print(f"  curl {auth} {server.v2}/v2/models/{models[0]}/ready")
@@ -146,6 +184,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p_start.add_argument("--config", type=Path, default=CONFIG)
     p_start.add_argument("--store", type=Path, default=ROOT / "model_store")
     p_start.add_argument("--timeout", type=float, default=300)
+    p_start.add_argument(
+        "--staged", action="store_true", help="serve what is built, then train and add the rest"
+    )
     sub.add_parser("stop", help="stop the TorchServe of `make serve`")
     p_status = sub.add_parser("status", help="ready? every model of the store has its workers")
     p_status.add_argument("--store", type=Path, default=ROOT / "model_store")
@@ -162,7 +203,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p_mon.add_argument("--stop", action="store_true")
     args = parser.parse_args(argv)
     if args.cmd == "start":
-        serve(args.config, args.store, args.timeout)
+        (serve_staged if args.staged else serve)(args.config, args.store, args.timeout)
     elif args.cmd == "stop":
         stop_local(ROOT)
         if stop_by_pid_file(ROOT / PID_FILE):

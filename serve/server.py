@@ -113,8 +113,12 @@ def start(
     token_auth: bool = True,
     timeout: float = 240,
     payload_dir: Optional[Path] = None,
+    load: Optional[Sequence[str]] = None,
 ) -> Server:
     """Starts torchserve with every .mar of `store` and waits until `models` are READY.
+
+    `load` names the .mar files to load instead of every one (`make serve` in stages: the
+    stale ones of the store wait for their rebuild); an empty list loads none.
 
     free_ports=True (tests, benchmarks): a copy of `config` in `workdir` with loopback ports
     that are free, and TMPDIR=workdir, so it runs beside a `make serve` server (torchserve keeps
@@ -143,7 +147,11 @@ def start(
     else:
         props = read_properties(config)
     cmd = [*LAUNCHER, "--start", "--foreground", "--ncs", "--ts-config", str(config)]
-    cmd += ["--model-store", str(store), "--models", "all"]
+    cmd += ["--model-store", str(store)]
+    if load is None:
+        cmd += ["--models", "all"]
+    elif load:
+        cmd += ["--models", *(f"{m}={m}.mar" for m in load)]
     if not token_auth:
         cmd.append("--disable-token-auth")
     # torchserve writes key_file.json to its working directory.
