@@ -17,8 +17,10 @@ tensor, where the graph and molecule models take two.
 
 Every server gets the same JSON body (the model's example; a review as `{"text"}`, a photo as
 `{"b64"}`, which every handler takes) from the same load generator, wrk (Debian's, compiled C:
-the CPU it takes is reported): a warm-up, then `--seconds` at 1 connection (p50 from wrk's
-latency distribution) and at `--connections` connections with 2 threads (requests/s). The
+the CPU it takes is reported): each peer starts on a quiet machine (every process of the one
+before gone, system CPU under 15%), then a 3 s warm-up and `--seconds` at 1 connection (p50
+from wrk's latency distribution), a 3 s warm-up and `--seconds` at `--connections`
+connections with 2 threads (requests/s). The
 server's CPU seconds per 1,000 requests come from its whole process tree (psutil) over the
 saturation run. Any non-2xx answer or socket error fails the run. Writes
 benchmarks/results/peers.json.
@@ -45,6 +47,10 @@ from benchmarks.common import RESULTS, example, machine, write_result
 from serve.config import ROOT, free_port
 from serve.server import start
 
+PEER_VERSIONS = (
+    "import importlib.metadata as m, json; "
+    "print(json.dumps({p: m.version(p) for p in ('kserve', 'litserve', 'torch')}))"
+)
 MODELS = ["mutag_gcn", "cora_gcn", "qm9_et", "imdb_bert_int8", "flowers_cnn"]
 PEERS = ["torchserve", "kserve", "kserve-nobatch", "litserve"]
 KSERVE_PYTHON = ROOT / ".venv-kserve" / "bin" / "python"
@@ -118,10 +124,26 @@ def serving(peer: str, mar: Path, workdir: Path) -> Iterator[tuple[str, str, int
         wait_up(f"http://127.0.0.1:{port}{health}", proc)
         yield f"http://127.0.0.1:{port}{url}", "", proc.pid
     finally:
-        for p in psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]:
+        # LitServe's and uvicorn's worker processes outlive a root that is gone: every one is
+        # waited for (killed after 30 s), so none takes CPU from the next peer's run.
+        procs = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
+        for p in procs:
             p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=30)
+        for p in alive:
+            p.kill()
         proc.wait(timeout=60)
         log.close()
+
+
+def settle(most_s: float = 30.0, busy_percent: float = 15.0) -> float:
+    """Waits until the machine is quiet (system-wide CPU under `busy_percent` over a second),
+    at most `most_s`; returns the last reading, recorded beside each peer's figures."""
+    deadline = time.monotonic() + most_s
+    while True:
+        busy = psutil.cpu_percent(interval=1.0)
+        if busy < busy_percent or time.monotonic() > deadline:
+            return busy
 
 
 def tree_cpu(pid: int) -> float:
@@ -141,7 +163,8 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, A
     """One wrk run: requests, requests/s, p50 ms, non-2xx and socket errors, wrk's CPU s."""
     threads = min(2, connections)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "-s"]
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "30s"]
+    cmd += ["--latency", "-s"]
     out = subprocess.run(
         [*cmd, str(script), url], capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
@@ -165,6 +188,7 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, A
 
 def measure(peer: str, mar: Path, body: Path, seconds: float, conns: int) -> dict[str, Any]:
     name = mar.stem
+    idle = settle()
     with tempfile.TemporaryDirectory(prefix=f"peers-{peer}-") as tmp:
         with serving(peer, mar, Path(tmp)) as (url, auth, pid):
             script = Path(tmp) / "body.lua"
@@ -181,13 +205,14 @@ def measure(peer: str, mar: Path, body: Path, seconds: float, conns: int) -> dic
             )
             if ok.status_code != 200:
                 raise RuntimeError(f"{peer} {name}: {ok.status_code} {ok.text[:300]}")
-            wrk(url, script, conns, 3)  # warm-up
+            wrk(url, script, 1, 3)  # warm-up
             one = wrk(url, script, 1, seconds)
+            wrk(url, script, conns, 3)
             cpu0 = tree_cpu(pid)
             many = wrk(url, script, conns, seconds)
             cpu = tree_cpu(pid) - cpu0
     for run in (one, many):
-        if run["non_2xx"] or run["socket_errors"]:
+        if run["non_2xx"] or run["socket_errors"] or not run["requests"]:
             raise RuntimeError(f"{peer} {name}: failed requests {run}")
     return {
         "p50_ms_1_connection": one["p50_ms"],
@@ -195,6 +220,7 @@ def measure(peer: str, mar: Path, body: Path, seconds: float, conns: int) -> dic
         "server_cpu_s_per_1000": round(cpu / many["requests"] * 1000, 3),
         "wrk_cpu_share": round(many["wrk_cpu_s"] / (many["wrk_cpu_s"] + cpu), 3),
         "requests": one["requests"] + many["requests"],
+        "cpu_busy_percent_before": idle,
     }
 
 
@@ -236,7 +262,14 @@ def main() -> None:
                 ("connections", args.connections),
             )
         ),
-        "machine": machine("kserve", "litserve"),
+        "machine": machine(),
+        # KServe and LitServe live in .venv-kserve, not in this Python.
+        "peer_versions": json.loads(
+            subprocess.run(
+                [str(KSERVE_PYTHON), "-c", PEER_VERSIONS], capture_output=True, text=True
+            ).stdout
+            or "{}"
+        ),
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0],
         "models": {},
     }
