@@ -76,6 +76,7 @@ def serve_staged(config: Path, store: Path, timeout: float) -> None:
     keeps what it serves and gets the models it lacks."""
     server = attach(config, ROOT)
     running = server if is_up(server) else None
+    store.mkdir(parents=True, exist_ok=True)  # a fresh clone has none; torchserve needs it
 
     def start_server(names: list[str]) -> Server:
         return start(
