@@ -198,7 +198,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p_build.add_argument("names", nargs="+")
     p_build.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
     p_build.add_argument("--export-path", type=Path, default=ROOT / "model_store")
-    p_build.add_argument("--version", default="1.0")
+    p_build.add_argument("--version", help="default: git commit and model.pt hash")
     p_mon = sub.add_parser("monitor", help="Prometheus on loopback with deploy/prometheus/")
     p_mon.add_argument("--port", type=int, default=9090)
     p_mon.add_argument("--stop", action="store_true")

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from serve.archive import model_version
 from serve.metrics import Sample, scrape
 from tests.conftest import mirror
 from train.graph.data import load_tu
@@ -20,7 +21,7 @@ def values(samples: list[Sample], name: str, **labels: str) -> dict[tuple, float
     out = {}
     for s in samples:
         if s.name == name and s.labels.get("ModelName") == MODEL:
-            assert s.labels["ModelVersion"] == "1.0" and "Hostname" in s.labels
+            assert "ModelVersion" in s.labels and "Hostname" in s.labels
             if all(s.labels.get(k) == v for k, v in labels.items()):
                 rest = {k: v for k, v in s.labels.items() if k not in ("ModelName", "ModelVersion")}
                 out[tuple(v for k, v in sorted(rest.items()) if k not in ("Hostname", *labels))] = (
@@ -46,6 +47,21 @@ def settled(server, check, timeout: float = 20):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def test_the_builds_version_is_served_and_labels_the_metrics(server, tiny_artifacts, data_root):
+    """The .mar's version (the git commit and the weights' hash: serve.archive.model_version),
+    not 1.0, is the one the management API shows and the ModelVersion of every metric."""
+    version = server.client().describe(MODEL)["modelVersion"]
+    assert version == model_version(tiny_artifacts / MODEL) and version != "1.0"
+    status, body, _ = server.predict(MODEL, mutag_request(load_tu("MUTAG", data_root, mirror())[0]))
+    assert status == 200, body
+
+    def labelled(samples):
+        ours = {s.labels["ModelVersion"] for s in samples if s.labels.get("ModelName") == MODEL}
+        assert ours == {version}
+
+    settled(server, labelled)
 
 
 def test_mutag_metrics_equal_the_requests_and_answers(server, data_root):
