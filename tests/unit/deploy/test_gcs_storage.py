@@ -1,12 +1,8 @@
 """deploy/gcp/gcs.py and the DVC remote against a real GCS emulator (gcp-storage-emulator)."""
 
-import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,46 +10,16 @@ import pytest
 from deploy.gcp import gcs
 from serve.config import read_properties
 from tests.conftest import ROOT, mirror
+from tests.gcs_emulator import running
 
 BUCKET = "bundle"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """gcp-storage-emulator on a free loopback port with one bucket; STORAGE_EMULATOR_HOST set."""
-    port = free_port()
-    host = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("gcs") / "emulator.log"
-    exe = Path(sys.executable).parent / "gcp-storage-emulator"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"]
-            + ["--default-bucket", BUCKET],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{host}/storage/v1/b/{BUCKET}", timeout=1) as resp:
-                assert json.loads(resp.read())["name"] == BUCKET
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"emulator did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STORAGE_EMULATOR_HOST", host)
+    with running(BUCKET, tmp_path_factory.mktemp("gcs") / "emulator.log") as host:
         yield host
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -212,12 +178,9 @@ print("pulled", repo.pull()["stats"]["fetched"])
 
 
 def test_dvc_remote_on_gcs_pushes_and_pulls(client, emulator, tmp_path):
-    # gcsfs probes GCS's gRPC storage-layout API, which the emulator lacks; real GCS has it.
-    env = {**os.environ, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
     run = subprocess.run(
         [sys.executable, "-c", DVC_SCRIPT, str(tmp_path / "repo"), emulator],
         cwd=tmp_path,
-        env=env,
         capture_output=True,
         text=True,
         timeout=120,

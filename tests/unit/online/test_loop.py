@@ -1,11 +1,6 @@
 """The online loop without a server: shards, DVC data versions, trigger, lineage and the gate."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -19,6 +14,7 @@ from online.data import DvcWorkspace
 from online.lineage import RECORD_KEYS, Lineage
 from online.metrics import OnlineCollector
 from tests.conftest import ROOT, mirror
+from tests.gcs_emulator import object_names, running
 from train.qm9.data import read_qm9pack_csv, write_qm9pack_csv
 
 pytestmark = pytest.mark.slow  # trains three tiny versions and builds their .mar files
@@ -241,34 +237,8 @@ def test_a_realised_mae_bound_or_a_drifted_shard_fires_a_retrain(run_loop):
 @pytest.fixture
 def gcs_emulator(tmp_path):
     """gcp-storage-emulator on a free loopback port with one bucket."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    host = f"http://127.0.0.1:{port}"
-    exe = Path(sys.executable).parent / "gcp-storage-emulator"
-    with open(tmp_path / "emulator.log", "wb") as out:
-        proc = subprocess.Popen(
-            [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"]
-            + ["--default-bucket", "qm9"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{host}/storage/v1/b/qm9", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail((tmp_path / "emulator.log").read_text()[-2000:])
-            time.sleep(0.2)
-    with pytest.MonkeyPatch.context() as mp:
-        # gcsfs probes a gRPC storage-layout API that the emulator lacks; real GCS has it.
-        mp.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    with running("qm9", tmp_path / "emulator.log") as host:
         yield host
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_data_versions_push_to_a_gcs_remote(gcs_emulator, tmp_path):
@@ -284,8 +254,7 @@ def test_data_versions_push_to_a_gcs_remote(gcs_emulator, tmp_path):
         ]
     )
     version = loop.init(cfg)
-    with urllib.request.urlopen(f"{gcs_emulator}/storage/v1/b/qm9/o?prefix=online/") as resp:
-        names = [o["name"] for o in json.loads(resp.read()).get("items", [])]
+    names = object_names(gcs_emulator, "qm9", "online/")
     digest = version["md5"].removesuffix(".dir")
     assert f"online/files/md5/{digest[:2]}/{digest[2:]}.dir" in names
     assert len(names) == 4  # the .dir manifest, val.csv, test.csv and the first shard
