@@ -34,7 +34,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
         chaos overload soak fuzz contract bench-parse bench-tokenize bench-peers peers-venv kserve-venv serve-kserve report-venv \
-        drift-report predict robustness
+        drift-report predict robustness repro pipeline containers
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -68,9 +68,14 @@ data/.prepared: | $(VENV)/.installed
 	$(PY) -m train.core.prepare
 	@touch $@
 
-# Train any model whose artifact is missing; `make train` then exports TorchScript + meta.
-artifacts/%/model.pt: | $(VENV)/.installed
-	$(PY) -m train experiment=$* $(TRAIN_ARGS)
+# A missing artifact comes from the remote model store when the remote holds the one that this
+# checkout's code, data and params train (dvc.lock; train/store.py). Otherwise it is trained,
+# then recorded in dvc.lock and pushed. A run with TRAIN_ARGS is none of dvc.lock's: it trains,
+# and is neither pulled nor pushed.
+artifacts/%/model.pt: | $(VENV)/.installed data/.prepared
+	@if [ -z "$(TRAIN_ARGS)" ] && $(PY) -m train.store pull $*; then :; else \
+	  $(PY) -m train experiment=$* $(TRAIN_ARGS) && \
+	  { [ -n "$(TRAIN_ARGS)" ] || $(PY) -m train.store push $* || true; }; fi
 
 train: $(MODELS:%=artifacts/%/model.pt) ## Train every model whose artifact is missing
 
@@ -79,6 +84,12 @@ model_store/%.mar: artifacts/%/model.pt model_archives/%/model-config.yaml \
 	$(PY) -m serve build $*
 
 archive: $(MODELS:%=model_store/%.mar) ## Build the .mar files into model_store/
+
+repro: venv ## dvc repro: rebuild what changed in dvc.yaml's pipeline (code, data, params), then `dvc push`
+	$(BIN)/dvc repro && $(BIN)/dvc push
+
+pipeline: venv ## Rewrite dvc.yaml from the registry and the configs (train/pipeline.py)
+	$(PY) -m train.pipeline
 
 examples: examples/index.json ## Write a real example request per model (from the data)
 
@@ -219,21 +230,24 @@ online-restore: venv ## Online QM9 loop: check data version DATA_VERSION=K out o
 IMAGE       ?= localhost/torchserve-bundle:latest
 TRAIN_IMAGE ?= localhost/torchserve-bundle-train:latest
 
-image: archive ## Build the serving image with podman (base image and wheelhouse made when missing)
+containers: ## podman, runc and debootstrap for the image targets (with apt if missing)
+	@scripts/ensure_containers.sh
+
+image: containers archive ## Build the serving image with podman (base image and wheelhouse made when missing)
 	docker/base-image.sh
 	@ls docker/wheelhouse/torch-*.whl >/dev/null 2>&1 || docker/wheelhouse.sh
 	docker/podman.sh build --network host --format docker --target serve -t $(IMAGE) .
 
-image-train: venv ## Build the training image (docker/wheelhouse.sh requirements/train.txt first)
+image-train: containers venv ## Build the training image (docker/wheelhouse.sh requirements/train.txt first)
 	docker/base-image.sh
 	docker/podman.sh build --network host --format docker --target train -t $(TRAIN_IMAGE) .
 
 # The quickest real training job, run in the training image by `make image-train-test`.
 TRAIN_TEST_EXPERIMENT ?= cora_gcn
-image-train-test: venv ## Run the training image on a short real job (mirror mounted, no network); checks its export
+image-train-test: containers venv ## Run the training image on a short real job (mirror mounted, no network); checks its export
 	$(PY) scripts/image_train_test.py --image $(TRAIN_IMAGE) --experiment $(TRAIN_TEST_EXPERIMENT)
 
-image-test: venv java archive examples ## Build the image, run it Cloud Run/Vertex-style, compare with a local server (opt-in: root + podman)
+image-test: containers venv java archive examples ## Build the image, run it Cloud Run/Vertex-style, compare with a local server (opt-in: root + podman)
 	$(PY) scripts/image_test.py --image $(IMAGE)
 
 # Reliability (docs/reliability.md). CI sends 1,500 of these (tests/e2e/test_fuzz.py).
