@@ -106,6 +106,9 @@ WORKDIR /app
 COPY pyproject.toml Makefile config.properties ./
 COPY configs/ configs/
 COPY train/ train/
+COPY monitor/ monitor/
+COPY dvc.yaml .dvcignore ./
+COPY .dvc/config .dvc/config
 COPY handlers/ handlers/
 COPY scripts/ scripts/
 COPY serve/ serve/

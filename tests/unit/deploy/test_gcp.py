@@ -86,6 +86,8 @@ def test_cloudbuild_tests_archives_builds_pushes_and_deploys(cloudbuild):
     ]
     script = {k: " ".join(map(str, s.get("args", []))) for k, s in steps.items()}
     assert "--target=train" in script["train-image"] and "--target=serve" in script["serve-image"]
+    for built in ("train-image", "serve-image"):  # the Dockerfile's RUN --mount needs BuildKit
+        assert steps[built]["env"] == ["DOCKER_BUILDKIT=1"], built
     assert {"train", "serve"} <= dockerfile_stages()
     assert "python -m pytest" in script["test"] and "DATA_MIRROR=" in script["test"]
     # Every model under model_archives/ is archived: the step lists the folder, not names.
@@ -185,11 +187,19 @@ def test_vertex_training_job_runs_the_training_image_cloudbuild_pushes(cloudbuil
     assert env["EXPERIMENT"] == "${EXPERIMENT}"
     assert env["DATA_URI"].startswith("gs://${BUCKET}/")
     assert env["ARTIFACTS_URI"] == "gs://${BUCKET}/artifacts"
-    # Where cloudbuild.yaml looks for the trained artifacts and pushes the .mar files.
-    assert "gs://${_BUCKET}/artifacts artifacts" in str(cloudbuild["steps"][1]["args"])
+    # The job pushes its run to the DVC remote that cloudbuild.yaml's archive step pulls from;
+    # a model without artifacts there stops the build with the job to run.
+    assert env["DVC_REMOTE"] == "gs://${BUCKET}/dvc"
+    archive = next(s for s in cloudbuild["steps"] if s["id"] == "archive")
+    step = str(archive["args"])
+    assert "dvc remote add --local --default --force gcs gs://${_BUCKET}/dvc" in step
+    assert "python -m train.store pull $$m" in step
+    assert "deploy/gcp/vertex-training-job.yaml" in step and "gcloud ai custom-jobs create" in step
     assert env["MODEL_STORE_URI"] == "gs://${BUCKET}/models/${TAG}"
     script = (ROOT / "docker" / "train-entrypoint.sh").read_text()
-    for name in ("EXPERIMENT", "DATA_URI", "ARTIFACTS_URI", "MODEL_STORE_URI", "AIP_MODEL_DIR"):
+    assert 'python -m train.store push "$EXPERIMENT"' in script
+    names = ("EXPERIMENT", "DATA_URI", "ARTIFACTS_URI", "MODEL_STORE_URI", "AIP_MODEL_DIR")
+    for name in (*names, "DVC_REMOTE"):
         assert f"${{{name}" in script or f"${name}" in script, name
 
 

@@ -101,6 +101,11 @@ def ignored(path: str, patterns: list[str]) -> bool:
         ("docker/wheelhouse/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", True),
         ("handlers/json_batch_handler.py", True),
         ("serve/archive.py", True),  # the training image builds its .mar with serve/
+        ("monitor/reference.py", True),  # the export writes the drift reference with it
+        ("dvc.yaml", True),  # the training image records and pushes its run (train/store.py)
+        (".dvc/config", True),
+        (".dvc/config.local", False),
+        (".dvc/cache/files/md5/ab/cdef", False),
         ("key_file.json", False),
         ("data/Cora/raw/ind.cora.x", False),
         ("artifacts/cora_gcn/model.pt", False),
