@@ -144,6 +144,8 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(-1) == y).float().mean()
         on_step = stage == "train"
+        # sync_dist: under trainer=ddp the epoch figures are means over every rank's share
+        # (BestWeights picks the same epoch on each); with one process it does nothing.
         self.log(
             f"{stage}_loss",
             loss,
@@ -151,6 +153,7 @@ class Classifier(L.LightningModule):
             batch_size=batch_size,
             on_step=False,
             on_epoch=True,
+            sync_dist=True,
         )
         self.log(
             f"{stage}_acc",
@@ -159,6 +162,7 @@ class Classifier(L.LightningModule):
             batch_size=batch_size,
             on_step=False,
             on_epoch=True,
+            sync_dist=True,
         )
         return loss
 

@@ -82,6 +82,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     train_idx = torch.cat(folds[2:])
     L.seed_everything(cfg.seed, workers=True)
     module, val_acc, test_acc, trainer = _fit_eval(cfg, dataset, train_idx, folds[1], folds[0])
+    if not trainer.is_global_zero:  # trainer=ddp: rank zero scores, plots and exports
+        return {"model": cfg.name, "global_rank": trainer.global_rank}
     labels = list(cfg.data.labels)
     test = scores(predict(module.net, dataset[folds[0]], cfg.data.batch_size), y[folds[0]], labels)
     confusion = Path(cfg.paths.artifacts) / "confusion.png"
@@ -99,6 +101,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "val_acc": round(val_acc, 4),
         "test_acc": round(test_acc, 4),
         "seed": cfg.seed,
+        "world_size": trainer.world_size,
     }
     meta = {
         "name": cfg.name,
