@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from train.core.handlers import decode_image
 from train.core.mirror import link_from_mirror
@@ -117,6 +118,7 @@ class ImageSet:
             data_cfg.get("max_per_class"),
         )
         self.max_pixels, self.draft = data_cfg.decode.max_pixels, data_cfg.decode.draft
+        self.workers = int(data_cfg.get("workers") or 0)
         self._cache: dict[int, Tensor] = {}
 
     def image(self, i: int) -> Tensor:
@@ -126,9 +128,31 @@ class ImageSet:
         return self._cache[i]
 
     def subset(self, name: str) -> tuple[list[Tensor], Tensor]:
-        """The images and labels of one split."""
+        """The images and labels of one split, decoded by `workers` DataLoader processes."""
         idx = self.split[name]
+        todo = [i for i in idx if i not in self._cache]
+        if todo and self.workers:
+            decoded = DataLoader(
+                _Decode([self.paths[i] for i in todo], self.max_pixels, self.draft),
+                batch_size=32,
+                num_workers=self.workers,
+                collate_fn=list,
+            )
+            self._cache.update(zip(todo, (im for batch in decoded for im in batch)))
         return [self.image(i) for i in idx], torch.tensor([self.targets[i] for i in idx])
+
+
+class _Decode(Dataset):
+    """Photo files decoded as the handler decodes them: what DataLoader workers run."""
+
+    def __init__(self, paths: list[Path], max_pixels: int, draft: int) -> None:
+        self.paths, self.max_pixels, self.draft = paths, max_pixels, draft
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return decode_image(self.paths[i].read_bytes(), self.max_pixels, self.draft)
 
 
 def prepare_flowers(data_cfg: Any) -> str:

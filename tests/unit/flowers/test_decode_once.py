@@ -24,3 +24,15 @@ def test_training_photos_are_the_handlers_decoding_of_their_bytes():
         with Image.open(photos.paths[i]) as im:
             short = min(im.size)
         assert min(draft, short) <= min(trained.shape[1:]) <= short
+
+
+@pytest.mark.skipif(mirror() is None, reason="DATA_MIRROR is not set")
+def test_decoding_in_dataloader_workers_gives_the_same_photos_in_the_same_order():
+    overrides = [f"paths.data={ROOT / 'data'}", "data.max_per_class=6"]
+    in_process = ImageSet(experiment_config("flowers_cnn", *overrides).data, seed=42)
+    workers = ImageSet(experiment_config("flowers_cnn", *overrides, "data.workers=2").data, 42)
+    assert workers.workers == 2 and in_process.workers == 0
+    for part in ("train", "val", "test"):
+        (a, ya), (b, yb) = in_process.subset(part), workers.subset(part)
+        assert torch.equal(ya, yb) and len(a) == len(b) > 0
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
