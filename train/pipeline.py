@@ -14,6 +14,7 @@ DVC's own Hydra support composes one params.yaml for `dvc exp run`; nine experim
 side need a params file each, hence the `params` stage.
 """
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,22 @@ HEADER = """\
 
 def shared_code() -> list[str]:
     """The files outside train/ that training runs: the handlers' request helpers (the drift
-    reference's statistics) and the monitor's reference profile, as the imports find them."""
-    import train.core.handlers  # noqa: F401
-    import train.core.reference  # noqa: F401
+    reference's statistics) and the monitor's reference profile, as the imports find them.
 
+    Found in a fresh interpreter, so that what this process imported already (a test session
+    imports every handler) does not count.
+    """
+    probe = (
+        "import sys, train.core.handlers, train.core.reference\n"
+        "print('\\n'.join(m.__file__ for m in list(sys.modules.values())"
+        " if getattr(m, '__file__', None)))"
+    )
+    files = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     out = set()
-    for module in list(sys.modules.values()):
-        path = Path(getattr(module, "__file__", None) or "/").resolve()
+    for file in files:
+        path = Path(file).resolve()
         for folder in ("handlers", "monitor"):
             # An empty __init__.py is no code (and DVC warns about empty dependencies).
             if path.is_relative_to(ROOT / folder) and path.stat().st_size:
