@@ -206,7 +206,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     metrics |= {
         "epochs": cfg.trainer.max_epochs,
-        "precision": str(cfg.trainer.get("precision", "32-true")),
+        "precision": str(trainer.precision),  # what ran (train.core.trainer.cpu_precision)
         "weights": cfg.select,
         "ema": cfg.optim.get("ema"),
         "flip_tta": cfg.model.get("flip_tta", False),
