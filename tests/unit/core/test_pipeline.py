@@ -62,6 +62,13 @@ def test_a_dry_repro_runs_each_stage_once_after_what_it_needs():
     assert at["train@imdb_bert"] < at["train@imdb_bert_int8"]
 
 
+def test_dvc_lock_is_not_git_ignored():
+    """DVC refuses a git-ignored dvc.lock ("is git-ignored") once one exists, as it does after
+    any training run; it is kept out of git by not being committed, not by .gitignore."""
+    ignored = subprocess.run(["git", "check-ignore", "-q", "dvc.lock"], cwd=ROOT)
+    assert ignored.returncode == 1, "dvc.lock is git-ignored: DVC will refuse it"
+
+
 def test_the_params_file_is_the_composed_config_with_its_interpolations(tmp_path):
     path = write_params("flowers_cnn", tmp_path)
     written = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
