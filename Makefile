@@ -34,7 +34,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
         chaos overload soak fuzz contract bench-parse bench-tokenize bench-peers peers-venv kserve-venv serve-kserve report-venv \
-        drift-report predict robustness repro pipeline containers
+        drift-report predict robustness repro pipeline containers tune profile-train
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -113,6 +113,17 @@ predict: venv ## A packaged model's answer to a request file, no server: MODEL=<
 	@test -n "$(filter $(MODEL),$(MODELS))" || { echo "$(MODEL): not one of $(MODELS)" >&2; exit 2; }
 	@$(MAKE) -s --no-print-directory model_store/$(MODEL).mar >&2
 	@$(PY) -m serve.predict '$(MODEL)' '$(INPUT)' $(if $(CONTENT_TYPE),--content-type '$(CONTENT_TYPE)')
+
+# Hyperparameter studies (train/tune.py, docs/tuning.md): configs/tune/<MODEL>.yaml, on the
+# validation metric only; TRIALS overrides the study's own count.
+TRIALS ?=
+tune: venv data ## Optuna study of MODEL on its validation metric; writes benchmarks/results/tuning/<MODEL>.json
+	@test -n "$(MODEL)" || { echo "usage: make tune MODEL=<name> [TRIALS=n] (studies: configs/tune/)" >&2; exit 2; }
+	$(PY) -m train.tune '$(MODEL)' $(if $(TRIALS),--trials $(TRIALS))
+
+profile-train: venv data ## torch.profiler trace of MODEL's training steps; writes benchmarks/results/train_profile/<MODEL>.json
+	@test -n "$(MODEL)" || { echo "usage: make profile-train MODEL=<name>" >&2; exit 2; }
+	$(PY) -m train.profile_train '$(MODEL)'
 
 kserve-venv: $(KVENV)/.installed ## Create .venv-kserve: the serving stack and KServe's ModelServer
 

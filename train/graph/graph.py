@@ -1,5 +1,6 @@
 """MUTAG graph classification: 10-fold CV for the estimate, then a final model on a fixed split."""
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,61 @@ def stratified_folds(y: Tensor, k: int, seed: int) -> list[Tensor]:
     return [torch.tensor(sorted(f)) for f in folds]
 
 
-def _fit_eval(
-    cfg: DictConfig, dataset: Any, train_idx: Tensor, val_idx: Tensor, test_idx: Tensor
-) -> tuple[GraphClassifier, float, float, L.Trainer]:
-    """Fits on train_idx, picks the weights on val_idx; the trainer's W&B run is left open."""
+def _fit(
+    cfg: DictConfig, dataset: Any, train_idx: Tensor, val_idx: Tensor
+) -> tuple[GraphClassifier, float, L.Trainer]:
+    """Fits on train_idx, picks the weights on val_idx and returns their validation accuracy;
+    the trainer's W&B run is left open."""
     net = instantiate(cfg.model.net, in_dim=dataset.num_features, num_classes=dataset.num_classes)
     module = GraphClassifier(net, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     bs = cfg.data.batch_size
     train_loader = DataLoader(dataset[train_idx], batch_size=bs, shuffle=True)
     val_loader = DataLoader(dataset[val_idx], batch_size=bs)
-    test_loader = DataLoader(dataset[test_idx], batch_size=bs)
     trainer = make_trainer(cfg, [BestWeights("val_loss", "min")])
     trainer.fit(module, train_loader, val_loader)
     val = trainer.validate(module, val_loader, verbose=False)[0]["val_acc"]
+    return module, val, trainer
+
+
+def _fit_eval(
+    cfg: DictConfig, dataset: Any, train_idx: Tensor, val_idx: Tensor, test_idx: Tensor
+) -> tuple[GraphClassifier, float, float, L.Trainer]:
+    """_fit, then the chosen weights' accuracy on test_idx."""
+    module, val, trainer = _fit(cfg, dataset, train_idx, val_idx)
+    test_loader = DataLoader(dataset[test_idx], batch_size=cfg.data.batch_size)
     test = trainer.test(module, test_loader, verbose=False)[0]["test_acc"]
     return module, val, test, trainer
+
+
+def validation_score(cfg: DictConfig, report: Callable[[int, float], None]) -> float:
+    """A study's objective (train.tune): the mean validation accuracy of `cfg.data.tune_folds`
+    fits, each validated on one stratified part of folds 1..k-1 and trained on the rest.
+
+    Fold 0, the fixed split's test fold, is never read. `report(i, mean so far)` after each fit
+    lets the study prune a trial that falls behind.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    dataset = load_tu(cfg.data.name, cfg.data.root, cfg.data.mirror)
+    accs: list[float] = []
+    splits = tuning_splits(dataset.y, cfg.data.folds, cfg.data.tune_folds, cfg.seed)
+    for i, (train_idx, val_idx) in enumerate(splits):
+        L.seed_everything(cfg.seed + i, workers=True)
+        _, val, trainer = _fit(cfg, dataset, train_idx, val_idx)
+        finish_logger(trainer)
+        accs.append(val)
+        report(i, sum(accs) / len(accs))
+    return sum(accs) / len(accs)
+
+
+def tuning_splits(y: Tensor, k: int, parts: int, seed: int) -> list[tuple[Tensor, Tensor]]:
+    """(train, validation) indices of a study's fits: folds 1..k-1 of `stratified_folds` cut
+    into `parts` stratified parts, each one validation in turn. Fold 0 is in none."""
+    pool = torch.cat(stratified_folds(y, k, seed)[1:])
+    cut = stratified_folds(y[pool], parts, seed)
+    return [
+        (pool[torch.cat([p for j, p in enumerate(cut) if j != i])], pool[held])
+        for i, held in enumerate(cut)
+    ]
 
 
 @torch.no_grad()

@@ -1,0 +1,170 @@
+"""Hyperparameter studies with Optuna, on the validation metric only.
+
+    python -m train.tune mutag_gcn [--trials N]    (make tune MODEL=mutag_gcn)
+
+A study is `configs/tune/<name>.yaml`: the experiment, the family's validation objective (a
+function `(cfg, report) -> float` that never reads the test data), its direction, fixed Hydra
+overrides (no logger, a scratch artifacts folder, a proxy budget) and the search space as Hydra
+keys. Trial 0 is today's defaults, so the study measures its gain over them on the same
+objective. The trials, the best parameters and that gain go to
+benchmarks/results/tuning/<name>.json; docs/tuning.md reports them with the test score of the
+adopted defaults, taken once.
+
+Why not Hydra's Optuna sweeper: hydra-optuna-sweeper 1.2.0 requires optuna<3, and the 1.1.2 that
+pip picks beside Optuna 5 pins alembic<1.7 (2021) and builds its search space from distributions
+that Optuna deprecated in 3.0 and removes in 6.0. Its objective is also the task's return value,
+and the training runners return test scores. So this is Optuna's own ask/tell loop over the
+same Hydra compose API that training uses (train.core.registry).
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.utils import get_method
+from omegaconf import OmegaConf
+
+from train.core.registry import CONFIGS, ROOT, experiment_config
+
+STUDIES = CONFIGS / "tune"
+RESULTS = ROOT / "benchmarks" / "results" / "tuning"
+
+
+def study_spec(name: str) -> dict[str, Any]:
+    """configs/tune/<name>.yaml as a plain dict; KeyError names the studies there are."""
+    path = STUDIES / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in STUDIES.glob("*.yaml"))
+        raise KeyError(f"no study {name!r} in {STUDIES} (known: {known})")
+    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    assert isinstance(spec, dict)
+    return spec
+
+
+def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One value per Hydra key of the search space, drawn by the trial."""
+    values: dict[str, Any] = {}
+    for key, dist in space.items():
+        kind = dist["type"]
+        if kind == "float":
+            values[key] = trial.suggest_float(
+                key, dist["low"], dist["high"], log=dist.get("log", False)
+            )
+        elif kind == "int":
+            values[key] = trial.suggest_int(
+                key, dist["low"], dist["high"], step=dist.get("step", 1)
+            )
+        elif kind == "categorical":
+            values[key] = trial.suggest_categorical(key, dist["choices"])
+        else:
+            raise ValueError(f"{key}: unknown distribution type {kind!r}")
+    return values
+
+
+def defaults(experiment: str, space: dict[str, Any]) -> dict[str, Any]:
+    """Today's value of every key of the search space, from the experiment's config."""
+    cfg = experiment_config(experiment)
+    return {key: OmegaConf.select(cfg, key, throw_on_missing=True) for key in space}
+
+
+def pruning_report(trial: optuna.Trial) -> Callable[[int, float], None]:
+    """What an objective calls after each of its steps (a fold, an epoch): Optuna's median
+    pruner stops a trial whose steps fall behind the finished trials'."""
+
+    def report(step: int, value: float) -> None:
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    return report
+
+
+def run_study(name: str, trials: int | None = None, out: Path = RESULTS) -> dict[str, Any]:
+    """Runs the study, trial 0 at today's defaults; writes and returns its record."""
+    spec = study_spec(name)
+    n = trials or spec["trials"]
+    objective = get_method(spec["objective"])
+    study = optuna.create_study(
+        study_name=name,
+        direction=spec["direction"],
+        sampler=optuna.samplers.TPESampler(seed=spec.get("seed", 0)),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.get("startup_trials", 4)),
+    )
+    start = defaults(spec["experiment"], spec["space"])
+    study.enqueue_trial(start)
+    records = []
+    with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as scratch:
+        for _ in range(n):
+            trial = study.ask()
+            values = suggest(trial, spec["space"])
+            overrides = [*spec.get("overrides", []), f"paths.artifacts={scratch}/{trial.number}"]
+            cfg = experiment_config(
+                spec["experiment"], *overrides, *(f"{k}={v}" for k, v in values.items())
+            )
+            began = time.perf_counter()
+            try:
+                value: float | None = round(float(objective(cfg, pruning_report(trial))), 4)
+                study.tell(trial, value)
+                state = "complete"
+            except optuna.TrialPruned:
+                value, state = None, "pruned"
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            records.append(
+                {
+                    "number": trial.number,
+                    "state": state,
+                    "value": value,
+                    "params": values,
+                    "steps": {  # step -> the objective's report (JSON keys are strings)
+                        str(k): round(v, 4)
+                        for k, v in study.trials[trial.number].intermediate_values.items()
+                    },
+                    "seconds": round(time.perf_counter() - began, 1),
+                }
+            )
+            print(json.dumps(records[-1]), flush=True)
+    default_value = records[0]["value"]
+    best = study.best_trial
+    sign = 1 if spec["direction"] == "maximize" else -1
+    result = {
+        "study": name,
+        "experiment": spec["experiment"],
+        "objective": spec["objective"],
+        "metric": spec["metric"],
+        "direction": spec["direction"],
+        "overrides": spec.get("overrides", []),
+        "space": spec["space"],
+        "trials": records,
+        "n_complete": sum(r["state"] == "complete" for r in records),
+        "n_pruned": sum(r["state"] == "pruned" for r in records),
+        "default": {"params": start, "value": default_value},
+        "best": {"number": best.number, "params": best.params, "value": best.value},
+        "gain": None if default_value is None else round(sign * (best.value - default_value), 4),
+        "optuna": optuna.__version__,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.tune", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("study", help="configs/tune/<study>.yaml")
+    parser.add_argument("--trials", type=int, help="default: the study's own count")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    result = run_study(args.study, args.trials, args.out)
+    print(json.dumps({k: result[k] for k in ("study", "default", "best", "gain")}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
