@@ -30,10 +30,15 @@ def make_trainer(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> L.Tra
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(settings, dict)
     settings["precision"] = cpu_precision(settings.get("precision"), settings.get("accelerator"))
+    extra: list[L.Callback] = []
+    if cfg.get("profile"):  # train.profile_train: a trace of a few steps, then the fit stops
+        from train.core.stepprofile import StepProfiler
+
+        extra.append(StepProfiler(name=cfg.name, **cfg.profile))
     return L.Trainer(
         **settings,
         logger=logger,
-        callbacks=[*callbacks, Curves(Path(cfg.paths.artifacts), cfg.name)],
+        callbacks=[*callbacks, *extra, Curves(Path(cfg.paths.artifacts), cfg.name)],
         enable_checkpointing=False,
     )
 
