@@ -1,0 +1,289 @@
+"""`make bench-compile`: every model's compilation and quantization paths, side by side in one run.
+
+For each model of model_store/ whose family can rebuild its eager module (`EAGER`), the same
+trained weights (the artifact's state_dict.pt) run as:
+- `eager`: the nn.Module under inference_mode;
+- `torchscript`: the artifact's model.pt, which TorchServe serves today;
+- `compile`: torch.compile (inductor, dynamic shapes), compile time recorded;
+- `int8`: torch.ao dynamic quantization of every nn.Linear (weights int8, activations quantized
+  per batch), with the share of eager CPU time that Linear layers take, which says whether it
+  can pay;
+- `aoti`: torch.export, then AOTInductor (`aoti_compile_and_package`), where it exports.
+
+Each form is timed in-process on the model's real example request, collated by its own handler
+(p50 at batch 1, throughput at the best batch of BATCHES), and scored on the held-out requests of
+its `shifts` hook, sent through the packaged handler with the form in place of model.pt
+(accuracy, or energy MAE in meV for QM9). A form that fails records its error.
+
+Writes benchmarks/results/compile.json and benchmarks/results/compile.md. Needs the .mar files
+(`make archive`). Usage: python -m benchmarks.compile [--models a b] [--seconds 2] [--size 200]
+"""
+
+import argparse
+import copy
+import json
+import random
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from benchmarks.common import RESULTS, example, machine, rate, timed, write_result
+from benchmarks.robustness import BATCH, score
+from serve.config import ROOT
+from serve.inprocess import handle, load_service, unpack
+from train.core.registry import experiment_config, spec
+from train.core.shifts import load_hook
+
+STORE = ROOT / "model_store"
+ARTIFACTS = ROOT / "artifacts"
+BATCHES = (1, 4, 16, 64)
+FORMS = ("eager", "torchscript", "compile", "int8", "aoti")
+
+
+def _graph(art: Path, meta: dict[str, Any], cfg: Any) -> nn.Module:
+    labels = len(meta["labels"])
+    return instantiate(meta["model_cfg"], in_dim=meta["feature_dim"], num_classes=labels)
+
+
+def _energy(art: Path, meta: dict[str, Any], cfg: Any) -> nn.Module:
+    from train.qm9.model import EnergyModel
+
+    max_z = int(cfg.model.net.max_z)
+    return EnergyModel(instantiate(cfg.model.net), torch.zeros(max_z, dtype=torch.float64))
+
+
+def _image(art: Path, meta: dict[str, Any], cfg: Any) -> nn.Module:
+    from train.flowers.models import ImageClassifier
+
+    net = instantiate(meta["model_cfg"], in_dim=3, num_classes=len(meta["labels"]))
+    m = cfg.model
+    return ImageClassifier(
+        net, meta["input_size"], list(m.mean), list(m.std), m.get("flip_tta", False)
+    )
+
+
+def _text(art: Path, meta: dict[str, Any], cfg: Any) -> nn.Module:
+    from train.imdb.model import load_eager
+
+    return load_eager(art)  # its hf_config.json and state_dict.pt
+
+
+# meta.json's task -> the eager module of the export (its weights are loaded after).
+# imdb_bert_int8 is itself imdb_bert's int8 form (meta "quantization"): it has no row of its own.
+EAGER: dict[str, Callable[[Path, dict[str, Any], Any], nn.Module]] = {
+    "node_classification": _graph,
+    "graph_classification": _graph,
+    "molecular_energy": _energy,
+    "image_classification": _image,
+    "text_classification": _text,
+}
+
+
+def rebuildable(name: str) -> bool:
+    meta = json.loads((ARTIFACTS / name / "meta.json").read_text())
+    return meta["task"] in EAGER and not meta.get("quantization")
+
+
+def eager_model(name: str) -> nn.Module:
+    """The export's eager module with the artifact's weights (state_dict.pt)."""
+    art = ARTIFACTS / name
+    meta = json.loads((art / "meta.json").read_text())
+    net = EAGER[meta["task"]](art, meta, experiment_config(spec(name).experiment))
+    net.load_state_dict(torch.load(art / "state_dict.pt", weights_only=True))
+    return net.eval()
+
+
+def linear_share(net: nn.Module, inputs: tuple[Any, ...]) -> float:
+    """The share of eager self CPU time spent in the ops nn.Linear runs (addmm, mm, linear)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        net(*inputs)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                net(*inputs)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    lin = sum(e.self_cpu_time_total for e in events if e.key in ("aten::addmm", "aten::mm"))
+    return round(lin / total, 3) if total else 0.0
+
+
+def aoti(net: nn.Module, inputs: tuple[Any, ...], workdir: Path) -> Callable[..., Any]:
+    """torch.export with every tensor dimension left to export to decide (Dim.AUTO), then an
+    AOTInductor package, loaded back."""
+    auto = torch.export.Dim.AUTO
+    shapes = tuple(
+        {d: auto for d in range(x.dim())} if isinstance(x, torch.Tensor) else None for x in inputs
+    )
+    program = torch.export.export(net, inputs, dynamic_shapes=shapes)
+    package = torch._inductor.aoti_compile_and_package(
+        program, package_path=str(workdir / "model.pt2")
+    )
+    return torch._inductor.aoti_load_package(package)
+
+
+def build(form: str, name: str, workdir: Path, inputs: tuple[Any, ...]) -> tuple[Any, dict]:
+    """The form's callable and what building it took."""
+    began = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if form == "torchscript":
+        model: Any = torch.jit.load(str(ARTIFACTS / name / "model.pt")).eval()
+    else:
+        net = eager_model(name)
+        if form == "eager":
+            model = net
+        elif form == "compile":
+            model = torch.compile(net, backend="inductor", dynamic=True)
+            with torch.inference_mode():
+                model(*inputs)  # compiles
+        elif form == "int8":
+            from torch.ao.quantization import quantize_dynamic
+
+            extra["linear_share_eager"] = linear_share(net, inputs)
+            model = quantize_dynamic(copy.deepcopy(net), {nn.Linear}, dtype=torch.qint8)
+        elif form == "aoti":
+            model = aoti(net, inputs, workdir)
+        else:
+            raise ValueError(form)
+    extra["build_s"] = round(time.perf_counter() - began, 2)
+    return model, extra
+
+
+class Bench:
+    """One .mar's handler in this process, its example collated at each batch size, and its
+    held-out requests."""
+
+    def __init__(self, name: str, workdir: Path, size: int, seed: int) -> None:
+        self.name = name
+        self.service = load_service(unpack(STORE / f"{name}.mar", workdir))
+        self.handler = self.service._entry_point.__self__
+        self.handler.payload_log = None  # the forms are scored, not monitored
+        body, ctype = example(name)
+        [item] = [it for _, it in self.handler.preprocess([{"body": body}])["good"]]
+        self.inputs = {b: self.handler.collate([item] * b) for b in BATCHES}
+        self.scripted = self.handler.model
+        hook = spec(name).shifts
+        data_cfg = experiment_config(spec(name).experiment).data
+        self.cases = load_hook(hook)(data_cfg, size, random.Random(f"{seed}:{hook}")).clean
+        self.labels = json.loads((ARTIFACTS / name / "meta.json").read_text()).get("labels", [])
+
+    def measure(self, model: Any, seconds: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"batches": {}}
+        for b, inputs in self.inputs.items():
+            with torch.inference_mode():
+                lat = timed(lambda inputs=inputs: model(*inputs), seconds)
+            out["batches"][str(b)] = rate(lat, b)
+        best = max(out["batches"], key=lambda b: out["batches"][b]["per_s"])
+        out.update(
+            p50_ms_batch1=out["batches"]["1"]["p50_ms"],
+            best_batch=int(best),
+            best_batch_per_s=out["batches"][best]["per_s"],
+        )
+        return out
+
+    def held_out(self, model: Any, metric: str) -> dict[str, Any]:
+        """The held-out requests through the handler with `model` in place of model.pt."""
+        self.handler.model = model
+        try:
+            answers = []
+            for i in range(0, len(self.cases), BATCH):
+                chunk = self.cases[i : i + BATCH]
+                for status, text, _ in handle(
+                    self.service,
+                    [{"body": c.body} for c in chunk],
+                    [{"Content-Type": c.content_type} for c in chunk],
+                ):
+                    answers.append(json.loads(text) if status == 200 else {"status": status})
+        finally:
+            self.handler.model = self.scripted
+        return score(answers, self.cases, metric, self.labels)
+
+
+def run_model(name: str, seconds: float, size: int, seed: int) -> dict[str, Any]:
+    metric = "mae_mev" if name.startswith("qm9") else "accuracy"
+    forms: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix=f"compile-{name}-") as tmp:
+        bench = Bench(name, Path(tmp), size, seed)
+        for form in FORMS:
+            try:
+                model, extra = build(form, name, Path(tmp), bench.inputs[1])
+                row = {**extra, **bench.measure(model, seconds), **bench.held_out(model, metric)}
+            except Exception as e:  # a form that does not work here is a result, not a crash
+                row = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+                traceback.print_exc()
+            forms[form] = row
+            print(
+                f"{name} {form}: { {k: v for k, v in row.items() if k != 'batches'} }", flush=True
+            )
+    base = forms["torchscript"]
+    for row in forms.values():
+        if "error" not in row and "error" not in base:
+            row["speedup_p50_vs_torchscript"] = round(
+                base["p50_ms_batch1"] / row["p50_ms_batch1"], 2
+            )
+            row["throughput_vs_torchscript"] = round(
+                row["best_batch_per_s"] / base["best_batch_per_s"], 2
+            )
+            if row.get(metric) is not None and base.get(metric) is not None:
+                row[f"{metric}_change"] = round(row[metric] - base[metric], 4)
+    return {"model": name, "metric": metric, "held_out_requests": size, "forms": forms}
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """compile.md: one row per model and form."""
+    lines = [
+        "| model | form | p50 batch 1 (ms) | best batch | per s at best "
+        "| vs TorchScript p50 / thr. | metric | change |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for form, row in r["forms"].items():
+            if "error" in row:
+                lines.append(f"| `{r['model']}` | {form} | failed: {row['error'][:80]} | | | | | |")
+                continue
+            m = r["metric"]
+            lines.append(
+                f"| `{r['model']}` | {form} | {row['p50_ms_batch1']:.3f} | {row['best_batch']} "
+                f"| {row['best_batch_per_s']:,.0f} "
+                f"| {row.get('speedup_p50_vs_torchscript', '')}× / "
+                f"{row.get('throughput_vs_torchscript', '')}× | {m} {row.get(m)} "
+                f"| {row.get(f'{m}_change', '')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", help="default: every archived model with EAGER")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing per batch size")
+    parser.add_argument("--size", type=int, default=200, help="held-out requests per model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    models = args.models or [
+        m for m in sorted(p.stem for p in STORE.glob("*.mar")) if rebuildable(m)
+    ]
+    results = [run_model(m, args.seconds, args.size, args.seed) for m in models]
+    given = argv if argv is not None else sys.argv[1:]
+    record = {
+        "command": ("python -m benchmarks.compile " + " ".join(given)).strip(),
+        "machine": machine("torch"),
+        "torch_threads": torch.get_num_threads(),
+        "median_of": "p50 of the timed calls",
+        "models": results,
+    }
+    write_result(record, args.out / "compile.json")
+    (args.out / "compile.md").write_text(table(results))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

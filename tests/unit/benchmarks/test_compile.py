@@ -1,0 +1,35 @@
+"""make bench-compile (benchmarks/compile.py): every form it times is the same trained model."""
+
+import pytest
+import torch
+from torch_geometric.loader import DataLoader
+
+from benchmarks import compile as bench
+from tests.conftest import mirror
+from train.graph.data import load_planetoid, load_tu
+
+pytestmark = pytest.mark.skipif(mirror() is None, reason="DATA_MIRROR is not set")
+
+
+@pytest.mark.parametrize("name", ["cora_gcn", "mutag_gcn"])
+def test_the_rebuilt_eager_model_and_int8_answer_as_the_served_file(
+    name, tiny_artifacts, data_root, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(bench, "ARTIFACTS", tiny_artifacts)
+    if name == "cora_gcn":
+        g = load_planetoid("Cora", data_root, mirror())[0]
+        inputs = (g.x, g.edge_index)
+    else:
+        b = next(iter(DataLoader(load_tu("MUTAG", data_root, mirror())[:8], batch_size=8)))
+        inputs = (b.x, b.edge_index, b.batch)
+    assert bench.rebuildable(name)
+    scripted, _ = bench.build("torchscript", name, tmp_path, inputs)
+    eager, _ = bench.build("eager", name, tmp_path, inputs)
+    int8, extra = bench.build("int8", name, tmp_path, inputs)
+    with torch.inference_mode():
+        expected = scripted(*inputs)
+        torch.testing.assert_close(eager(*inputs), expected)
+        # int8 weights move the logits a little, not the answers of a confident model
+        close = (int8(*inputs).argmax(-1) == expected.argmax(-1)).float().mean()
+    assert close > 0.9
+    assert 0.0 < extra["linear_share_eager"] < 1.0
