@@ -35,3 +35,13 @@ def test_every_experiment_has_an_archive(experiment):
     archive = CONFIGS.parent / "model_archives" / experiment
     assert (archive / "model-config.yaml").is_file()
     assert (archive / "archive.yaml").is_file()
+
+
+def test_bert_s_accumulation_steps_on_the_default_s_batch_and_bf16_asks_for_autocast():
+    default = experiment_config("imdb_bert")
+    acc = experiment_config("imdb_bert", "imdb_run=accumulate")
+    steps = acc.trainer.accumulate_grad_batches
+    assert steps > 1 and acc.data.batch_size * steps == default.data.batch_size
+    assert experiment_config("imdb_bert", "imdb_run=bf16").trainer.precision == "bf16-mixed"
+    # the default run is neither: imdb_run=cpu adds nothing to what the pipeline's params hold
+    assert "precision" not in default.trainer and "accumulate_grad_batches" not in default.trainer
