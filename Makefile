@@ -34,7 +34,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
         chaos overload soak fuzz contract bench-parse bench-tokenize bench-peers peers-venv kserve-venv serve-kserve report-venv \
-        drift-report predict robustness repro pipeline containers tune profile-train bench-compile
+        drift-report predict robustness repro pipeline containers tune profile-train bench-compile bench-train
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -283,6 +283,9 @@ peers-venv: $(KVENV)/.peers-installed ## LitServe in the KServe venv, and wrk (a
 
 bench-peers: venv java archive examples peers-venv ## This bundle against KServe and LitServe on the same models, with wrk; writes benchmarks/results/peers.json
 	$(PY) -m benchmarks.peers $(PEERS_ARGS)
+
+bench-train: venv data ## DDP against one process (mutag_gcn), flowers decoding workers 0/1/2; writes benchmarks/results/train_speed.json
+	$(PY) -m benchmarks.train_speed
 
 COMPILE_ARGS ?=
 bench-compile: venv archive examples ## Eager, TorchScript, torch.compile, int8 and AOTInductor per model; writes benchmarks/results/compile.json
