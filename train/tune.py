@@ -66,10 +66,24 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
     return values
 
 
-def defaults(experiment: str, space: dict[str, Any]) -> dict[str, Any]:
-    """Today's value of every key of the search space, from the experiment's config."""
+def defaults(experiment: str, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Today's value of every key of the search space, from the experiment's config.
+
+    ValueError when one lies outside its distribution: Optuna would then draw trial 0 instead
+    of running the defaults, and the study would measure no gain over them.
+    """
     cfg = experiment_config(experiment)
-    return {key: OmegaConf.select(cfg, key, throw_on_missing=True) for key in space}
+    values = {key: OmegaConf.select(cfg, key, throw_on_missing=True) for key in space}
+    for key, dist in space.items():
+        v = values[key]
+        inside = (
+            v in dist["choices"]
+            if dist["type"] == "categorical"
+            else dist["low"] <= v <= dist["high"]
+        )
+        if not inside:
+            raise ValueError(f"{experiment}: default {key}={v!r} is outside the study's {dist}")
+    return values
 
 
 def pruning_report(trial: optuna.Trial) -> Callable[[int, float], None]:

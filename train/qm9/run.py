@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +182,9 @@ def check_forces(path: Path, model: EnergyModel, b: Any) -> None:
     assert f1.shape == b.pos.shape
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """config -> data -> model -> fit -> evaluate -> export; returns the metrics."""
-    started = time.monotonic()
-    L.seed_everything(cfg.seed, workers=True)
-    train_set, val_set, test_set = load_splits(cfg)
+def fit(cfg: DictConfig, train_set: list[Data], val_set: list[Data]) -> tuple[Any, L.Trainer]:
+    """A fresh (or cfg.init_from) model fitted on train_set, the weights of its best val_mae."""
     model = build_model(cfg, train_set)
-
     bs = cfg.data.batch_size
     train_loader = loader(train_set, bs, shuffle=True)
     val_loader = loader(val_set, cfg.data.eval_batch_size)
@@ -204,6 +201,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     trainer = make_trainer(cfg, [BestWeights("val_mae", "min")])
     trainer.fit(module, train_loader, val_loader)
+    return module, trainer
+
+
+def validation_score(cfg: DictConfig, report: Callable[[int, float], None]) -> float:
+    """A study's objective (train.tune): the validation MAE in meV of a fit on the first
+    `tune.train_molecules` molecules of the fixed training split, scored on the first
+    `tune.val_molecules` of the validation split. The test split is never scored."""
+    L.seed_everything(cfg.seed, workers=True)
+    train_set, val_set, _ = load_splits(cfg)
+    val_set = val_set[: cfg.tune.val_molecules]
+    module, trainer = fit(cfg, train_set[: cfg.tune.train_molecules], val_set)
+    finish_logger(trainer)
+    mae = float(evaluate(module.model.cpu().eval(), val_set, 256)["mae_mev"])
+    report(0, mae)
+    return mae
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """config -> data -> model -> fit -> evaluate -> export; returns the metrics."""
+    started = time.monotonic()
+    L.seed_everything(cfg.seed, workers=True)
+    train_set, val_set, test_set = load_splits(cfg)
+    module, trainer = fit(cfg, train_set, val_set)
     train_seconds = time.monotonic() - started
 
     model = module.model.cpu().eval()
