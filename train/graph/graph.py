@@ -66,14 +66,16 @@ def validation_score(cfg: DictConfig, report: Callable[[int, float], None]) -> f
     fits, each validated on one stratified part of folds 1..k-1 and trained on the rest.
 
     Fold 0, the fixed split's test fold, is never read. `report(i, mean so far)` after each fit
-    lets the study prune a trial that falls behind.
+    lets the study prune a trial that falls behind. `tune.repeat` (k > 0, train.tune's recheck)
+    draws the parts and seeds the fits anew, with the same fold 0 left out.
     """
     L.seed_everything(cfg.seed, workers=True)
     dataset = load_tu(cfg.data.name, cfg.data.root, cfg.data.mirror)
     accs: list[float] = []
-    splits = tuning_splits(dataset.y, cfg.data.folds, cfg.data.tune_folds, cfg.seed)
+    repeat = int(cfg.get("tune", {}).get("repeat", 0))
+    splits = tuning_splits(dataset.y, cfg.data.folds, cfg.data.tune_folds, cfg.seed, repeat)
     for i, (train_idx, val_idx) in enumerate(splits):
-        L.seed_everything(cfg.seed + i, workers=True)
+        L.seed_everything(cfg.seed + i + 100 * repeat, workers=True)
         _, val, trainer = _fit(cfg, dataset, train_idx, val_idx)
         finish_logger(trainer)
         accs.append(val)
@@ -81,11 +83,14 @@ def validation_score(cfg: DictConfig, report: Callable[[int, float], None]) -> f
     return sum(accs) / len(accs)
 
 
-def tuning_splits(y: Tensor, k: int, parts: int, seed: int) -> list[tuple[Tensor, Tensor]]:
+def tuning_splits(
+    y: Tensor, k: int, parts: int, seed: int, repeat: int = 0
+) -> list[tuple[Tensor, Tensor]]:
     """(train, validation) indices of a study's fits: folds 1..k-1 of `stratified_folds` cut
-    into `parts` stratified parts, each one validation in turn. Fold 0 is in none."""
+    into `parts` stratified parts (drawn anew for each `repeat`), each one validation in turn.
+    Fold 0 is in none."""
     pool = torch.cat(stratified_folds(y, k, seed)[1:])
-    cut = stratified_folds(y[pool], parts, seed)
+    cut = stratified_folds(y[pool], parts, seed + 1000 * repeat)
     return [
         (pool[torch.cat([p for j, p in enumerate(cut) if j != i])], pool[held])
         for i, held in enumerate(cut)

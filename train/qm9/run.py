@@ -207,10 +207,12 @@ def fit(cfg: DictConfig, train_set: list[Data], val_set: list[Data]) -> tuple[An
 def validation_score(cfg: DictConfig, report: Callable[[int, float], None]) -> float:
     """A study's objective (train.tune): the validation MAE in meV of a fit on the first
     `tune.train_molecules` molecules of the fixed training split, scored on the first
-    `tune.val_molecules` of the validation split. The test split is never scored."""
+    `tune.val_molecules` of the validation split. The test split is never scored.
+    `tune.repeat` (k > 0, train.tune's recheck) seeds the fit anew on the same molecules."""
     L.seed_everything(cfg.seed, workers=True)
     train_set, val_set, _ = load_splits(cfg)
     val_set = val_set[: cfg.tune.val_molecules]
+    L.seed_everything(cfg.seed + 100 * int(cfg.tune.get("repeat", 0)), workers=True)
     module, trainer = fit(cfg, train_set[: cfg.tune.train_molecules], val_set)
     finish_logger(trainer)
     mae = float(evaluate(module.model.cpu().eval(), val_set, 256)["mae_mev"])

@@ -17,6 +17,9 @@ def test_the_study_s_fits_never_see_the_test_fold(data_root):
     folds = stratified_folds(y, 10, 42)
     splits = tuning_splits(y, 10, 5, 42)
     assert len(splits) == 5
+    again = tuning_splits(y, 10, 5, 42, repeat=1)  # a recheck's other parts, same fold 0 out
+    assert [v.tolist() for _, v in again] != [v.tolist() for _, v in splits]
+    assert not set(torch.cat([v for _, v in again]).tolist()) & set(folds[0].tolist())
     test = set(folds[0].tolist())
     pool = set(torch.cat(folds[1:]).tolist())
     seen_val: list[int] = []
@@ -45,6 +48,7 @@ def tiny_study(tmp_path, monkeypatch):
     spec = tune.study_spec("mutag_gcn")
     spec["overrides"] += ["trainer.max_epochs=2", "data.tune_folds=2", "data.batch_size=64"]
     spec["space"].pop("data.batch_size")
+    spec["recheck"] = {"top": 1, "repeats": 1}
     studies = tmp_path / "studies"
     studies.mkdir()
     (studies / "mutag_tiny.yaml").write_text(yaml.safe_dump(spec))
@@ -65,3 +69,8 @@ def test_a_study_starts_at_the_defaults_and_records_every_trial(tiny_study):
     assert all(set(t["steps"]) == {"0", "1"} for t in done)  # one report per fit
     assert result["best"]["value"] == max(t["value"] for t in done)
     assert result["gain"] == round(result["best"]["value"] - result["default"]["value"], 4)
+    # the recheck scored the defaults and the best trial once more, and chose by the mean
+    rows = result["recheck"]["trials"]
+    assert rows[0]["number"] == 0 and rows[0]["values"][0] == result["default"]["value"]
+    assert all(len(r["values"]) == 2 for r in rows) and len(rows) <= 2
+    assert result["chosen"]["mean"] == max(r["mean"] for r in rows)
