@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from train import tune
+from train.core.registry import experiment_config
 from train.graph.data import load_tu
 from train.graph.graph import stratified_folds, tuning_splits
 
@@ -62,7 +63,7 @@ def test_a_study_starts_at_the_defaults_and_records_every_trial(tiny_study):
     assert written == result
     assert [t["number"] for t in result["trials"]] == [0, 1, 2]
     assert result["trials"][0]["params"] == result["default"]["params"]
-    assert result["default"]["params"]["optim.lr"] == 0.005  # configs/experiment/mutag_gcn.yaml
+    assert result["default"]["params"]["optim.lr"] == experiment_config("mutag_gcn").optim.lr
     assert len({json.dumps(t["params"], sort_keys=True) for t in result["trials"]}) == 3
     done = [t for t in result["trials"] if t["state"] == "complete"]
     assert all(0.0 <= t["value"] <= 1.0 for t in done)
