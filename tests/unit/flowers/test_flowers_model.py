@@ -162,3 +162,31 @@ def test_upscaled_photos_are_large_jpegs_decoded_as_served():
     assert big.dtype == torch.uint8 and tuple(big.shape[1:]) == (384, 512)  # short side < 512
     # 1024 x 768: at least twice the draft size on its short side, so decoded at 1/2 scale.
     assert tuple(bigger.shape[1:]) == (384, 512)
+
+
+def test_channels_last_training_is_the_same_step_and_exports_contiguous(tmp_path):
+    """model.channels_last trains the same function in NHWC (faster on CPU), and the export
+    goes back to contiguous weights."""
+    from train.flowers.run import FlowerClassifier, export_image_model
+
+    def one_step(channels_last: bool) -> FlowerClassifier:
+        torch.manual_seed(0)
+        model = ImageClassifier(SmallCNN(3, 5, [8, 16]), 16, MEAN, STD)
+        module = FlowerClassifier(
+            model, torch.nn.Identity(), {"label_smoothing": 0.0}, channels_last
+        )
+        module.log = lambda *a, **k: None  # no trainer attached
+        x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+        module.training_step((x, y), 0).backward()
+        return module
+
+    nchw, nhwc = one_step(False), one_step(True)
+    conv = next(m for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    for (name, a), b in zip(nchw.model.named_parameters(), nhwc.model.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+    photos = images((20, 24), (16, 16))
+    export_image_model(nhwc.model, photos, str(tmp_path), {"name": "t"}, {})
+    reloaded = torch.jit.load(str(tmp_path / "model.pt"))
+    assert all(p.is_contiguous() for p in reloaded.parameters())
