@@ -153,7 +153,11 @@ def run_study(name: str, trials: int | None = None, out: Path = RESULTS) -> dict
         study_name=name,
         direction=spec["direction"],
         sampler=optuna.samplers.TPESampler(seed=spec.get("seed", 0)),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.get("startup_trials", 4)),
+        # An objective that reports once (after its only fit) gains nothing from pruning, and
+        # a pruned trial's score would be lost: such a study sets `pruner: none`.
+        pruner=optuna.pruners.NopPruner()
+        if spec.get("pruner") == "none"
+        else optuna.pruners.MedianPruner(n_startup_trials=spec.get("startup_trials", 4)),
     )
     start = defaults(spec["experiment"], spec["space"])
     study.enqueue_trial(start)
