@@ -170,6 +170,7 @@ class Bench:
         body, ctype = example(name)
         ctx = self.service.context  # preprocess reads each request's Content-Type from it
         ctx.request_processor = [RequestProcessor({"Content-Type": ctype})]
+        self.handler.context = ctx  # as handle() sets it before preprocess
         [item] = [it for _, it in self.handler.preprocess([{"body": body}])["good"]]
         self.inputs = {b: self.handler.collate([item] * b) for b in BATCHES}
         self.scripted = self.handler.model
