@@ -37,9 +37,9 @@ from torch import nn
 from ts.context import RequestProcessor
 
 from benchmarks.common import RESULTS, example, machine, rate, timed, write_result
-from benchmarks.robustness import BATCH, score
+from benchmarks.robustness import answer_all, score
 from serve.config import ROOT
-from serve.inprocess import handle, load_service, unpack
+from serve.inprocess import load_service, unpack
 from train.core.registry import experiment_config, spec
 from train.core.shifts import load_hook
 
@@ -197,15 +197,7 @@ class Bench:
         """The held-out requests through the handler with `model` in place of model.pt."""
         self.handler.model = model
         try:
-            answers = []
-            for i in range(0, len(self.cases), BATCH):
-                chunk = self.cases[i : i + BATCH]
-                for status, text, _ in handle(
-                    self.service,
-                    [{"body": c.body} for c in chunk],
-                    [{"Content-Type": c.content_type} for c in chunk],
-                ):
-                    answers.append(json.loads(text) if status == 200 else {"status": status})
+            answers = answer_all(self.service, self.cases)
         finally:
             self.handler.model = self.scripted
         return score(answers, self.cases, metric, self.labels)

@@ -60,21 +60,28 @@ class Evaluator:
 
     def run(self, cases: list[Case]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Every case's answer (JSON), and the payload records the handler logged for them."""
-        answers = []
-        for i in range(0, len(cases), BATCH):
-            chunk = cases[i : i + BATCH]
-            out = handle(
-                self.service,
-                [{"body": c.body} for c in chunk],
-                [{"Content-Type": c.content_type} for c in chunk],
-            )
-            for status, text, _ in out:
-                answers.append(json.loads(text) if status == 200 else {"status": status})
+        answers = answer_all(self.service, cases)
         self.log.flush(timeout=600)
         lines = self.log.path.read_text().splitlines()
         records = [json.loads(line) for line in lines[self.read :]]
         self.read = len(lines)
         return answers, records
+
+
+def answer_all(service: Any, cases: list[Case]) -> list[dict[str, Any]]:
+    """Every case through the loaded handler in batches of BATCH: its JSON answer, or
+    {"status": code} for one that was not 200."""
+    answers = []
+    for i in range(0, len(cases), BATCH):
+        chunk = cases[i : i + BATCH]
+        out = handle(
+            service,
+            [{"body": c.body} for c in chunk],
+            [{"Content-Type": c.content_type} for c in chunk],
+        )
+        for status, text, _ in out:
+            answers.append(json.loads(text) if status == 200 else {"status": status})
+    return answers
 
 
 def label_of(answer: dict[str, Any]) -> Optional[str]:
