@@ -18,11 +18,12 @@ from typing import Any
 
 import oip_v2
 import orjson
-import payload_log
 import torch
 from model_metrics import ModelMetrics, Observed
 from request_error import RequestError
 from ts.torch_handler.base_handler import BaseHandler
+
+import payload_log
 
 __all__ = ["Instances", "JsonBatchHandler", "RequestError", "to_device"]
 
