@@ -117,18 +117,43 @@ def linear_share(net: nn.Module, inputs: tuple[Any, ...]) -> float:
     return round(lin / total, 3) if total else 0.0
 
 
-def aoti(net: nn.Module, inputs: tuple[Any, ...], workdir: Path) -> Callable[..., Any]:
-    """torch.export with every tensor dimension left to export to decide (Dim.AUTO), then an
-    AOTInductor package, loaded back."""
-    auto = torch.export.Dim.AUTO
-    shapes = tuple(
-        {d: auto for d in range(x.dim())} if isinstance(x, torch.Tensor) else None for x in inputs
-    )
-    program = torch.export.export(net, inputs, dynamic_shapes=shapes)
-    package = torch._inductor.aoti_compile_and_package(
-        program, package_path=str(workdir / "model.pt2")
-    )
+def _dims(x: Any) -> Any:
+    """Every tensor dimension left to torch.export to decide (Dim.AUTO), through lists too."""
+    if isinstance(x, torch.Tensor):
+        return {d: torch.export.Dim.AUTO for d in range(x.dim())}
+    if isinstance(x, list):
+        return [_dims(t) for t in x]
+    return None
+
+
+def _package(net: nn.Module, inputs: tuple[Any, ...], path: Path) -> Callable[..., Any]:
+    program = torch.export.export(net, inputs, dynamic_shapes=tuple(_dims(x) for x in inputs))
+    package = torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     return torch._inductor.aoti_load_package(package)
+
+
+def aoti(net: nn.Module, inputs: tuple[Any, ...], workdir: Path) -> Callable[..., Any]:
+    """torch.export with every tensor dimension dynamic, then an AOTInductor package, loaded back.
+
+    An exported program fixes the length of a list input (the image models take a list of
+    photos), so such a model gets one package per list length, built on its first call (the
+    timing's warm-up) and each recorded in `aoti_packages`; a server would need one per batch
+    size it runs.
+    """
+    if not any(isinstance(x, list) for x in inputs):
+        return _package(net, inputs, workdir / "model.pt2")
+    by_length: dict[tuple[int, ...], Callable[..., Any]] = {}
+
+    def run(*args: Any) -> Any:
+        key = tuple(len(x) for x in args if isinstance(x, list))
+        if key not in by_length:
+            tag = "-".join(map(str, key))
+            by_length[key] = _package(net, args, workdir / f"model-{tag}.pt2")
+        return by_length[key](*args)
+
+    run.packages = by_length  # type: ignore[attr-defined]
+    run(*inputs)
+    return run
 
 
 def build(form: str, name: str, workdir: Path, inputs: tuple[Any, ...]) -> tuple[Any, dict]:
@@ -212,6 +237,8 @@ def run_model(name: str, seconds: float, size: int, seed: int) -> dict[str, Any]
             try:
                 model, extra = build(form, name, Path(tmp), bench.inputs[1])
                 row = {**extra, **bench.measure(model, seconds), **bench.held_out(model, metric)}
+                if hasattr(model, "packages"):  # aoti of a list input: one per list length
+                    row["aoti_packages_for_list_lengths"] = sorted(model.packages)
             except Exception as e:  # a form that does not work here is a result, not a crash
                 row = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
                 traceback.print_exc()
@@ -263,6 +290,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--size", type=int, default=200, help="held-out requests per model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other models' figures of the existing compile.json (each with its run)",
+    )
     args = parser.parse_args(argv)
     models = args.models or [
         m for m in sorted(p.stem for p in STORE.glob("*.mar")) if rebuildable(m)
@@ -274,6 +306,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         "torch_threads": torch.get_num_threads(),
         "models": [],
     }
+    if args.merge and (args.out / "compile.json").exists():
+        earlier = json.loads((args.out / "compile.json").read_text())
+        kept = [r for r in earlier["models"] if r["model"] not in models]
+        for r in kept:  # each figure keeps the command and machine that measured it
+            r.setdefault("run", {k: earlier[k] for k in ("command", "machine", "finished")})
+        record["models"] = kept
     for m in models:  # written after each model: a later failure keeps the earlier figures
         try:
             record["models"].append(run_model(m, args.seconds, args.size, args.seed))
@@ -281,6 +319,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             traceback.print_exc()
             record["models"].append({"model": m, "error": f"{type(e).__name__}: {e}"[:300]})
         write_result(record, args.out / "compile.json")
+    record["models"].sort(key=lambda r: r["model"])
+    write_result(record, args.out / "compile.json")
     done = [r for r in record["models"] if "forms" in r]
     (args.out / "compile.md").write_text(table(done))
     print(table(done))

@@ -1,5 +1,7 @@
 """make bench-compile (benchmarks/compile.py): every form it times is the same trained model."""
 
+import json
+
 import pytest
 import torch
 from torch_geometric.loader import DataLoader
@@ -33,3 +35,30 @@ def test_the_rebuilt_eager_model_and_int8_answer_as_the_served_file(
         close = (int8(*inputs).argmax(-1) == expected.argmax(-1)).float().mean()
     assert close > 0.9
     assert 0.0 < extra["linear_share_eager"] < 1.0
+
+
+def test_merge_keeps_the_other_models_figures_with_the_run_that_measured_them(
+    tmp_path, monkeypatch
+):
+    earlier = {
+        "command": "python -m benchmarks.compile --seconds 1",
+        "machine": {"cpu": "then"},
+        "finished": "2026-12-04 10:00:00 UTC",
+        "models": [
+            {"model": "cora_gcn", "metric": "accuracy", "forms": {"eager": {"error": "old"}}},
+            {"model": "imdb_bert", "metric": "accuracy", "forms": {"eager": {"error": "old"}}},
+        ],
+    }
+    (tmp_path / "compile.json").write_text(json.dumps(earlier))
+    monkeypatch.setattr(
+        bench,
+        "run_model",
+        lambda m, *_: {"model": m, "metric": "accuracy", "forms": {"eager": {"error": "new"}}},
+    )
+    bench.main(["--models", "imdb_bert", "--merge", "--out", str(tmp_path)])
+    rows = {r["model"]: r for r in json.loads((tmp_path / "compile.json").read_text())["models"]}
+    assert rows["imdb_bert"]["forms"]["eager"]["error"] == "new"
+    assert "run" not in rows["imdb_bert"]
+    assert rows["cora_gcn"]["forms"]["eager"]["error"] == "old"
+    assert rows["cora_gcn"]["run"]["command"] == earlier["command"]
+    assert "imdb_bert" in (tmp_path / "compile.md").read_text()
