@@ -223,9 +223,17 @@ class Bench:
         self.handler.model = model
         try:
             answers = answer_all(self.service, self.cases)
+        except Exception as e:  # the handler cannot use this form's output: timed, not scored
+            return {"held_out_error": message(e)}
         finally:
             self.handler.model = self.scripted
         return score(answers, self.cases, metric, self.labels)
+
+
+def message(e: BaseException) -> str:
+    """The exception's type and first line (some, such as StopIteration, have no text)."""
+    first = (str(e).splitlines() or [""])[0][:300]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def run_model(name: str, seconds: float, size: int, seed: int) -> dict[str, Any]:
@@ -240,7 +248,7 @@ def run_model(name: str, seconds: float, size: int, seed: int) -> dict[str, Any]
                 if hasattr(model, "packages"):  # aoti of a list input: one per list length
                     row["aoti_packages_for_list_lengths"] = sorted(model.packages)
             except Exception as e:  # a form that does not work here is a result, not a crash
-                row = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+                row = {"error": message(e)}
                 traceback.print_exc()
             forms[form] = row
             print(
@@ -273,11 +281,12 @@ def table(results: list[dict[str, Any]]) -> str:
                 lines.append(f"| `{r['model']}` | {form} | failed: {row['error'][:80]} | | | | | |")
                 continue
             m = r["metric"]
+            held = f"not scored: {row['held_out_error'][:60]}" if "held_out_error" in row else ""
             lines.append(
                 f"| `{r['model']}` | {form} | {row['p50_ms_batch1']:.3f} | {row['best_batch']} "
                 f"| {row['best_batch_per_s']:,.0f} "
                 f"| {row.get('speedup_p50_vs_torchscript', '')}× / "
-                f"{row.get('throughput_vs_torchscript', '')}× | {m} {row.get(m)} "
+                f"{row.get('throughput_vs_torchscript', '')}× | {held or f'{m} {row.get(m)}'} "
                 f"| {row.get(f'{m}_change', '')} |"
             )
     return "\n".join(lines) + "\n"

@@ -62,3 +62,8 @@ def test_merge_keeps_the_other_models_figures_with_the_run_that_measured_them(
     assert rows["cora_gcn"]["forms"]["eager"]["error"] == "old"
     assert rows["cora_gcn"]["run"]["command"] == earlier["command"]
     assert "imdb_bert" in (tmp_path / "compile.md").read_text()
+
+
+def test_an_exception_without_text_is_still_named():
+    assert bench.message(StopIteration()) == "StopIteration"
+    assert bench.message(ValueError("bad\nmore")) == "ValueError: bad"
