@@ -9,6 +9,7 @@ so no handler code and no loading code is written twice. Needs only the serving 
 """
 
 import json
+import resource
 import sys
 import uuid
 import zipfile
@@ -49,14 +50,22 @@ def load_service(
     metrics.initialize_cache()  # as the worker does before it loads a model
     # The worker process runs with the model dir on sys.path (handler modules import flat).
     sys.path.insert(0, str(model_dir))
-    return TsModelLoader().load(
-        name or manifest["model"]["modelName"],
-        str(model_dir),
-        manifest["model"]["handler"],
-        gpu_id,
-        batch_size,
-        metrics_cache=metrics,
-    )
+    # A handler with `memory_limit_mib` caps its process's address space (RLIMIT_AS). That is
+    # meant for a worker, not for this process, which loads more models after this one and
+    # starts servers: a JVM under the cap dies at start ("Could not allocate compressed class
+    # space") and `make bench`/`make profile` failed so. The soft limit goes back as it was.
+    limit = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        return TsModelLoader().load(
+            name or manifest["model"]["modelName"],
+            str(model_dir),
+            manifest["model"]["handler"],
+            gpu_id,
+            batch_size,
+            metrics_cache=metrics,
+        )
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, limit)
 
 
 def handle(

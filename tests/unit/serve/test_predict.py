@@ -120,3 +120,17 @@ def test_content_type_from_the_extension_else_the_bytes(tmp_path):
         ("1", b'{"a": 1}'),
         ("3", b'{"a": 2}'),
     ]
+
+
+def test_loading_a_capped_handler_in_process_leaves_this_process_uncapped(store, tmp_path):
+    """cora_gcn's config caps its worker's address space (memory_limit_mib); loaded in-process
+    (make bench, profile, predict, bench-compile) the cap must not stay on the loading process,
+    whose later children (the JVM of the server it starts) could not reserve their memory."""
+    import resource
+
+    from serve.inprocess import load_service, unpack
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    service = load_service(unpack(store / f"{NAME}.mar", tmp_path))
+    assert service._entry_point.__self__.config["memory_limit_mib"]
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
