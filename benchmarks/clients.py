@@ -20,9 +20,10 @@ class Client:
         self.host, self.port = host, int(port)
         self.conn = httpclient.HTTPConnection(self.host, self.port, timeout=120)
         self.path, self.body = path, body
-        self.headers = {"Content-Type": ctype} if body is not None else {}
-        if tok:
-            self.headers["Authorization"] = f"Bearer {tok}"
+        self.headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+        # Every POST carries the Content-Type, also when the body comes with each post()
+        # (closed_loop): without it the text model read a plain-text review as JSON (400).
+        self.post_headers = {**self.headers, "Content-Type": ctype} if ctype else self.headers
 
     def post(self, body: Optional[bytes] = None) -> int:
         """One request (GET when there is no body: /ping); -1 when the connection failed."""
@@ -31,7 +32,7 @@ class Client:
             if body is None:
                 self.conn.request("GET", self.path, headers=self.headers)
             else:
-                self.conn.request("POST", self.path, body=body, headers=self.headers)
+                self.conn.request("POST", self.path, body=body, headers=self.post_headers)
             resp = self.conn.getresponse()
             resp.read()
             return resp.status
