@@ -34,7 +34,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
         bench lint clean image image-train image-train-test image-test online-init online-arrive online-step \
         online-watch online-status online-reconcile online-restore pools loadtest profile \
         chaos overload soak fuzz contract bench-parse bench-tokenize bench-peers peers-venv kserve-venv serve-kserve report-venv \
-        drift-report predict robustness repro pipeline containers tune profile-train bench-compile bench-train
+        drift-report predict robustness repro pipeline containers tune profile-train bench-compile bench-train bench-memory
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -290,6 +290,10 @@ bench-train: venv data ## DDP against one process (mutag_gcn), flowers decoding 
 COMPILE_ARGS ?=
 bench-compile: venv archive examples ## Eager, TorchScript, torch.compile, int8 and AOTInductor per model; writes benchmarks/results/compile.json
 	$(PY) -m benchmarks.compile $(COMPILE_ARGS)
+
+BENCH_MEMORY_ARGS ?=
+bench-memory: image pools ## The serving container's memory, idle and under Locust load (every model); writes benchmarks/results/container_memory.json
+	$(PY) -m benchmarks.container_memory --image $(IMAGE) $(BENCH_MEMORY_ARGS)
 
 bench-tokenize: venv data examples ## The text handler's tokenization, whole review vs tokenize_cut; writes benchmarks/results/tokenize.json
 	$(PY) -m benchmarks.tokenize

@@ -141,6 +141,19 @@ def test_cloud_run_scaling_matches_the_batching_settings(service):
     assert float(limits["cpu"]) >= 1 and limits["memory"].endswith("Gi")
 
 
+def test_cloud_run_memory_covers_the_measured_container_with_headroom(service):
+    """The limit comes from `make bench-memory`: the serving container's peak working set
+    with every model loaded, under load, plus the headroom that the results file names."""
+    measured = json.loads((ROOT / "benchmarks/results/container_memory.json").read_text())
+    limit_gib = float(container_spec(service, "torchserve")["resources"]["limits"]["memory"][:-2])
+    assert sorted(measured["models"]) == sorted(served_models())
+    assert measured["headroom"] >= 1.2
+    assert limit_gib * 1024 >= measured["peak_working_set_mib"] * measured["headroom"]
+    memory = measured["recommended_cloud_run_memory"]
+    assert f"memory: {memory}" in (GCP / "cloudrun-service.yaml").read_text()
+    assert f"{measured['peak_working_set_mib']:,.0f} MiB" in (ROOT / "docs/deploy.md").read_text()
+
+
 @pytest.mark.parametrize("name", served_models())
 def test_vertex_container_routes_reach_the_model(name, tmp_path):
     spec = vertex.serving_container(name, "REGION-docker.pkg.dev/p/r/torchserve-bundle:t")
