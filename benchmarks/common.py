@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -155,3 +156,32 @@ def mar_config(mar: Path) -> dict[str, Any]:
     with zipfile.ZipFile(mar) as z:
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
         return yaml.safe_load(z.read(manifest["model"]["configFile"])) or {}
+
+
+class Periodic:
+    """Calls `tick()` every `interval` seconds on a daemon thread, from `with` to its end (and
+    once on entering when `tick_on_enter`): the loop of the benchmarks' samplers."""
+
+    tick_on_enter = False
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+    def __enter__(self) -> "Periodic":
+        if self.tick_on_enter:
+            self.tick()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -27,12 +27,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.common import RESULTS, machine, write_result
+from benchmarks.common import RESULTS, Periodic, machine, write_result
 from scripts.containers import engine, run_container, wait_healthy
 from serve.config import ROOT
 from train.core.registry import served_models
@@ -73,29 +72,20 @@ def read(cg: Path) -> dict[str, int]:
     }
 
 
-class Sampler:
+class Sampler(Periodic):
     """Reads the cgroup every `every` seconds on a thread, tagging each sample with a phase."""
 
+    tick_on_enter = True
+
     def __init__(self, cg: Path, every: float) -> None:
-        self.cg, self.every, self.phase = cg, every, "idle"
+        super().__init__(every)
+        self.cg, self.phase = cg, "idle"
         self.samples: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
         self._t0 = time.monotonic()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            row = {"t_s": round(time.monotonic() - self._t0, 1), "phase": self.phase}
-            self.samples.append({**row, **read(self.cg)})
-            self._stop.wait(self.every)
-
-    def __enter__(self) -> "Sampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def tick(self) -> None:
+        row = {"t_s": round(time.monotonic() - self._t0, 1), "phase": self.phase}
+        self.samples.append({**row, **read(self.cg)})
 
     def summary(self, phase: str) -> dict[str, float]:
         rows = [s for s in self.samples if s["phase"] == phase]

@@ -4,12 +4,12 @@ sampled over time with psutil, and a worker killed on purpose (benchmarks.faults
 import contextlib
 import os
 import signal
-import threading
 import time
 from typing import Any, Optional
 
 import psutil
 
+from benchmarks.common import Periodic
 from serve.server import Server
 
 MIB = 2**20
@@ -49,12 +49,14 @@ def sigkill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-class RssSampler:
+class RssSampler(Periodic):
     """Samples the RSS (MiB) of a fixed set of processes every `interval` s in a thread.
 
     Workers that TorchServe replaces are followed by label when `refresh` is given (a callable
     returning the current {label: process}); a vanished process just has no sample that tick.
     """
+
+    tick_on_enter = True
 
     def __init__(
         self,
@@ -62,10 +64,9 @@ class RssSampler:
         interval: float = 1.0,
         refresh: Optional[Any] = None,
     ) -> None:
-        self.procs, self.interval, self.refresh = dict(procs), interval, refresh
+        super().__init__(interval)
+        self.procs, self.refresh = dict(procs), refresh
         self.samples: dict[str, list[tuple[float, float]]] = {k: [] for k in procs}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
         self.t0 = time.monotonic()
 
     def tick(self) -> None:
@@ -77,8 +78,8 @@ class RssSampler:
                 continue
             self.samples.setdefault(label, []).append((now, rss))
 
-    def loop(self) -> None:
-        while not self.stop.wait(self.interval):
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
             if self.refresh is not None:
                 with contextlib.suppress(Exception):
                     self.procs = self.refresh()
@@ -86,13 +87,8 @@ class RssSampler:
 
     def __enter__(self) -> "RssSampler":
         self.t0 = time.monotonic()
-        self.tick()
-        self.thread.start()
+        super().__enter__()
         return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop.set()
-        self.thread.join()
 
     def peak(self, label: str) -> Optional[float]:
         values = [rss for _, rss in self.samples.get(label, [])]

@@ -3,37 +3,27 @@ holds, and the CPU time of the server's processes and of the machine."""
 
 import contextlib
 import os
-import threading
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmarks.common import Periodic
 from serve.metrics import per_model, scrape
 
 
-class Sampler:
+class Sampler(Periodic):
     """Scrapes /metrics every `interval` s in a thread; gauges hold the last batch's times."""
 
     def __init__(self, metrics_url: str, name: str, interval: float = 0.25) -> None:
-        self.url, self.name, self.interval = metrics_url, name, interval
+        super().__init__(interval)
+        self.url, self.name = metrics_url, name
         self.samples: dict[str, list[float]] = {"HandlerTime": [], "PredictionTime": []}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
 
-    def loop(self) -> None:
-        while not self.stop.wait(self.interval):
-            with contextlib.suppress(OSError, ValueError):
-                values = per_model(scrape(self.url), self.name)
-                for key, samples in self.samples.items():
-                    if key in values:
-                        samples.append(values[key])
-
-    def __enter__(self) -> "Sampler":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop.set()
-        self.thread.join()
+    def tick(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            values = per_model(scrape(self.url), self.name)
+            for key, samples in self.samples.items():
+                if key in values:
+                    samples.append(values[key])
 
     def mean(self, key: str) -> Optional[float]:
         values = self.samples[key]

@@ -7,6 +7,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from benchmarks import compile as bench
+from benchmarks import compile_forms as forms
 from tests.conftest import mirror
 from train.graph.data import load_planetoid, load_tu
 
@@ -17,17 +18,17 @@ pytestmark = pytest.mark.skipif(mirror() is None, reason="DATA_MIRROR is not set
 def test_the_rebuilt_eager_model_and_int8_answer_as_the_served_file(
     name, tiny_artifacts, data_root, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(bench, "ARTIFACTS", tiny_artifacts)
+    monkeypatch.setattr(forms, "ARTIFACTS", tiny_artifacts)
     if name == "cora_gcn":
         g = load_planetoid("Cora", data_root, mirror())[0]
         inputs = (g.x, g.edge_index)
     else:
         b = next(iter(DataLoader(load_tu("MUTAG", data_root, mirror())[:8], batch_size=8)))
         inputs = (b.x, b.edge_index, b.batch)
-    assert bench.rebuildable(name)
-    scripted, _ = bench.build("torchscript", name, tmp_path, inputs)
-    eager, _ = bench.build("eager", name, tmp_path, inputs)
-    int8, extra = bench.build("int8", name, tmp_path, inputs)
+    assert forms.rebuildable(name)
+    scripted, _ = forms.build("torchscript", name, tmp_path, inputs)
+    eager, _ = forms.build("eager", name, tmp_path, inputs)
+    int8, extra = forms.build("int8", name, tmp_path, inputs)
     with torch.inference_mode():
         expected = scripted(*inputs)
         torch.testing.assert_close(eager(*inputs), expected)
@@ -71,6 +72,6 @@ def test_an_exception_without_text_is_still_named():
 
 def test_an_output_of_another_shape_is_flagged_not_compared():
     logits = torch.zeros(4, 2)
-    assert bench.max_abs_diff(logits + 0.5, logits) == 0.5
-    assert bench.max_abs_diff((logits[:1],), (logits,)) is None  # a batch-1 specialised export
-    assert bench.max_abs_diff([logits, logits], [logits]) is None
+    assert forms.max_abs_diff(logits + 0.5, logits) == 0.5
+    assert forms.max_abs_diff((logits[:1],), (logits,)) is None  # a batch-1 specialised export
+    assert forms.max_abs_diff([logits, logits], [logits]) is None
